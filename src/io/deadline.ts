@@ -1,0 +1,36 @@
+/**
+ * Bounding waits on a `Duplex` in time: the duplex has no per-read timeout,
+ * so an abort closes it, which makes the pending read or write reject.
+ *
+ * @module
+ */
+
+import type { Duplex } from "./duplex.ts";
+
+/**
+ * Runs `step` on `duplex`, closing the duplex if `signal` aborts first, and
+ * then throws the signal's reason (a `TimeoutError` `DOMException` for
+ * `AbortSignal.timeout()`) instead of the transport's error.
+ */
+export async function withDeadline<T>(
+  duplex: Duplex,
+  signal: AbortSignal,
+  step: () => Promise<T>,
+): Promise<T> {
+  signal.throwIfAborted();
+  const onAbort = () => duplex.close();
+  signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    return await step();
+  } catch (error) {
+    if (signal.aborted) throw signal.reason;
+    throw error;
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
+}
+
+/** True when `error` is the reason of an expired `AbortSignal.timeout()`. */
+export function isTimeout(error: unknown): boolean {
+  return error instanceof DOMException && error.name === "TimeoutError";
+}
