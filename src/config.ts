@@ -115,6 +115,7 @@ export function resolveConfig(overrides: Partial<Config> = {}): Config {
       ["--connect-timeout", config.connectTimeoutMs],
       ["--server-timeout", config.serverTimeoutMs],
       ["--client-timeout", config.clientTimeoutMs],
+      ["--control-timeout", config.controlTimeoutMs],
     ] as const
   ) {
     if (!(value > 0) || !Number.isFinite(value)) {

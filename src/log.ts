@@ -78,9 +78,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   function emit(level: LogLevel, prefix: string, message: string): void {
     if (LEVEL_RANK[level] < threshold) return;
     const text = sanitizeLogText(message);
-    const line = `${formatTime(now())} ${head}  ${
-      LEVEL_NAME[level]
-    }: ${prefix}${text}\n`;
+    const line = `${formatTime(now())} ${head}  ${LEVEL_NAME[level]}: ${prefix}${text}\n`;
     for (const sink of sinks) sink.write(line);
   }
 
@@ -162,12 +160,8 @@ function pad(n: number): string {
 }
 
 function formatTime(date: Date): string {
-  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${
-    pad(date.getDate())
-  } ` +
-    `${pad(date.getHours())}:${pad(date.getMinutes())}:${
-      pad(date.getSeconds())
-    }`;
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ` +
+    `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
 }
 
 /**

@@ -107,9 +107,7 @@ export function parseOptions(
 function matchLong(specs: readonly OptionSpec[], name: string): OptionSpec {
   const exact = specs.find((s) => s.long === name);
   if (exact !== undefined) return exact;
-  const candidates = name === ""
-    ? []
-    : specs.filter((s) => s.long.startsWith(name));
+  const candidates = name === "" ? [] : specs.filter((s) => s.long.startsWith(name));
   if (candidates.length === 1) return candidates[0]!;
   if (candidates.length === 0) {
     throw new UsageError(`no such option: --${name}`);

@@ -7,12 +7,7 @@
  * @module
  */
 
-import {
-  ConnDuplex,
-  type Duplex,
-  formatHostPort,
-  setNoDelay,
-} from "../io/duplex.ts";
+import { ConnDuplex, type Duplex, formatHostPort, setNoDelay } from "../io/duplex.ts";
 import { bindAll } from "../io/listen_addresses.ts";
 
 /** A listener that hands out exactly one viewer connection. */

@@ -34,3 +34,19 @@ export async function withDeadline<T>(
 export function isTimeout(error: unknown): boolean {
   return error instanceof DOMException && error.name === "TimeoutError";
 }
+
+/**
+ * Races `pending` against `signal` without closing anything, for callers
+ * that still want to answer the peer after a deadline (the control reply
+ * "request timed out"). The loser's later rejection is ignored; the caller
+ * closes the transport, which ends the pending operation.
+ */
+export function raceDeadline<T>(signal: AbortSignal, pending: Promise<T>): Promise<T> {
+  pending.catch(() => {});
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    pending.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}

@@ -44,9 +44,7 @@ export async function bindAll<L extends { close(): void }>(
 
 /** Resolves a host name to its distinct addresses; literals pass through. */
 export async function resolveListenHosts(address: string): Promise<string[]> {
-  const literal = address.startsWith("[") && address.endsWith("]")
-    ? address.slice(1, -1)
-    : address;
+  const literal = address.startsWith("[") && address.endsWith("]") ? address.slice(1, -1) : address;
   if (isIpLiteral(literal)) return [literal];
   const found = await lookup(literal, { all: true, verbatim: true });
   return [...new Set(found.map((entry) => entry.address))];

@@ -1,0 +1,132 @@
+/**
+ * `vncauthproxy client`: the operator's test command, with snf's flags
+ * (DESIGN §2.3). Unlike snf's client, `--server` and `--server-port` are
+ * honoured (peers.md W18).
+ *
+ * @module
+ */
+
+import { CONSOLE_TYPES, type ConsoleType } from "../config.ts";
+import { UsageError } from "../errors.ts";
+import { type ForwardingReply, requestForwarding } from "../control/control_client.ts";
+import { formatOptionsHelp, type OptionSpec, parseOptions } from "./option_parser.ts";
+import type { CliIo } from "./run_cli.ts";
+
+/** The client's options (snf's, plus `--json`). */
+export const CLIENT_OPTIONS: readonly OptionSpec[] = [
+  { long: "help", short: "h", kind: "flag", help: "show this help and exit" },
+  { long: "server", kind: "string", metavar: "SERVER", help: "daemon address [127.0.0.1]" },
+  { long: "server-port", kind: "int", metavar: "SERVER_PORT", help: "daemon control port [24999]" },
+  {
+    long: "sport",
+    short: "s",
+    kind: "int",
+    metavar: "PORT",
+    help: "source port, 0 = from the pool [0]",
+  },
+  { long: "dest", short: "d", kind: "string", metavar: "HOST", help: "VNC server host (required)" },
+  { long: "dport", short: "p", kind: "int", metavar: "PORT", help: "VNC server port (required)" },
+  {
+    long: "password",
+    short: "P",
+    kind: "string",
+    metavar: "PASSWORD",
+    help: "one-time VNC password for the client (required)",
+  },
+  { long: "auth-user", kind: "string", metavar: "AUTH_USER", help: "control user (required)" },
+  {
+    long: "auth-password",
+    kind: "string",
+    metavar: "AUTH_PASSWORD",
+    help: "control password (required)",
+  },
+  {
+    long: "type",
+    kind: "string",
+    metavar: "TYPE",
+    help: "console type: vnc, vnc-ws or vnc-wss [vnc]",
+  },
+  { long: "enable-ssl", kind: "flag", help: "use TLS to the control socket" },
+  { long: "ca-cert", kind: "string", metavar: "CACERT", help: "PEM CA certificate to trust" },
+  {
+    long: "strict",
+    kind: "flag",
+    help: "require a valid server certificate (always the case; kept for compatibility)",
+  },
+  { long: "json", kind: "flag", help: "print the raw JSON reply" },
+  { long: "timeout", kind: "float", metavar: "N", help: "seconds to wait for the reply [60]" },
+];
+
+/** Help text of the client. */
+export function clientHelp(): string {
+  return [
+    "Usage: vncauthproxy client -d HOST -p PORT -P PASSWORD --auth-user USER --auth-password PASS [options]",
+    "",
+    "Requests a one-time forwarding from a running vncauthproxy daemon.",
+    "",
+    "Options:",
+    formatOptionsHelp(CLIENT_OPTIONS),
+    "",
+  ].join("\n");
+}
+
+/** Runs the client; returns 0 when the forwarding was set up, 1 otherwise. */
+export async function runClientCommand(args: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseOptions(CLIENT_OPTIONS, args);
+  if (values.help) {
+    io.stdout(clientHelp());
+    return 0;
+  }
+  if (positionals.length > 0) throw new UsageError(`Unexpected argument "${positionals[0]}"`);
+  for (const required of ["dest", "dport", "password", "auth-user", "auth-password"]) {
+    if (values[required] === undefined) {
+      throw new UsageError(`The --${required} option is required`);
+    }
+  }
+  const type = (values.type ?? "vnc") as string;
+  if (!(CONSOLE_TYPES as readonly string[]).includes(type)) {
+    throw new UsageError(`--type must be one of ${CONSOLE_TYPES.join(", ")}`);
+  }
+  if (values.strict && values["ca-cert"] === undefined) {
+    throw new UsageError("--strict needs --ca-cert");
+  }
+  let caCerts: string[] | undefined;
+  if (values["ca-cert"] !== undefined) {
+    caCerts = [await Deno.readTextFile(values["ca-cert"] as string)];
+  }
+  const dest = values.dest as string;
+  const dport = values.dport as number;
+  let reply: ForwardingReply;
+  try {
+    reply = await requestForwarding({
+      sourcePort: (values.sport as number | undefined) ?? 0,
+      destinationAddress: dest,
+      destinationPort: dport,
+      password: values.password as string,
+      authUser: values["auth-user"] as string,
+      authPassword: values["auth-password"] as string,
+      type: type as ConsoleType,
+    }, {
+      server: (values.server as string | undefined) ?? "127.0.0.1",
+      port: (values["server-port"] as number | undefined) ?? 24999,
+      tls: values["enable-ssl"] === true,
+      ...(caCerts ? { caCerts } : {}),
+      timeoutMs: Math.round(((values.timeout as number | undefined) ?? 60) * 1000),
+    });
+  } catch (error) {
+    io.stderr(`vncauthproxy client: Cannot request a forwarding: ${(error as Error).message}\n`);
+    return 1;
+  }
+  if (values.json) {
+    io.stdout(JSON.stringify(reply) + "\n");
+  } else {
+    const target = dest.includes(":") ? `[${dest}]:${dport}` : `${dest}:${dport}`;
+    io.stdout(
+      `Forwarding ${
+        reply.proxy_address ?? "-"
+      }:${reply.source_port} -> ${target}: ${reply.status}\n`,
+    );
+    if (reply.reason !== undefined) io.stdout(`Reason: ${reply.reason}\n`);
+  }
+  return reply.status === "OK" ? 0 : 1;
+}

@@ -1,0 +1,238 @@
+/**
+ * `vncauthproxy [serve] [options]`: the daemon, with snf-vncauthproxy's
+ * flags and defaults (DESIGN §2.1), parsed the way optparse did.
+ *
+ * @module
+ */
+
+import { type Config, DEFAULT_CONFIG, resolveConfig } from "../config.ts";
+import { runDaemon, StartupError } from "../daemon.ts";
+import { UsageError } from "../errors.ts";
+import { createLogger, FileSink, type LogSink, stderrSink } from "../log.ts";
+import { formatOptionsHelp, type OptionSpec, parseOptions } from "./option_parser.ts";
+import type { CliIo } from "./run_cli.ts";
+
+const d = DEFAULT_CONFIG;
+
+/** The daemon's options, in snf's order, then ours. */
+export const SERVE_OPTIONS: readonly OptionSpec[] = [
+  { long: "help", short: "h", kind: "flag", help: "show this help and exit" },
+  { long: "debug", short: "d", kind: "flag", help: "log debug messages" },
+  {
+    long: "log",
+    kind: "string",
+    metavar: "FILE",
+    help: "also write the log to FILE (reopened on SIGHUP)",
+  },
+  { long: "pid-file", kind: "string", metavar: "PIDFILE", help: "write the PID to PIDFILE" },
+  {
+    long: "listen-address",
+    kind: "string",
+    metavar: "LISTEN_ADDRESS",
+    help: `control socket address, * for all [${d.listenAddress}]`,
+  },
+  {
+    long: "listen-port",
+    kind: "int",
+    metavar: "LISTEN_PORT",
+    help: `control socket port [${d.listenPort}]`,
+  },
+  {
+    long: "server-timeout",
+    kind: "float",
+    metavar: "N",
+    help: `seconds to connect to and handshake with a VNC server [${d.serverTimeoutMs / 1000}]`,
+  },
+  {
+    long: "connect-retries",
+    kind: "int",
+    metavar: "N",
+    help: `rounds of attempts to connect to a VNC server [${d.connectRetries}]`,
+  },
+  {
+    long: "retry-wait",
+    kind: "float",
+    metavar: "N",
+    help: `seconds between connection rounds [${d.retryWaitMs / 1000}]`,
+  },
+  {
+    long: "connect-timeout",
+    kind: "float",
+    metavar: "N",
+    help: `seconds a forwarding waits for its client [${d.connectTimeoutMs / 1000}]`,
+  },
+  {
+    long: "min-port",
+    short: "p",
+    kind: "int",
+    metavar: "MIN_PORT",
+    help: `first port of the pool [${d.minPort}]`,
+  },
+  {
+    long: "max-port",
+    short: "P",
+    kind: "int",
+    metavar: "MAX_PORT",
+    help: `last port of the pool [${d.maxPort}]`,
+  },
+  { long: "enable-ssl", kind: "flag", help: "TLS (1.2+) on the control socket" },
+  {
+    long: "cert-file",
+    kind: "string",
+    metavar: "CERTFILE",
+    help: `PEM certificate [${d.certFile}]`,
+  },
+  { long: "key-file", kind: "string", metavar: "KEYFILE", help: `PEM private key [${d.keyFile}]` },
+  {
+    long: "auth-file",
+    kind: "string",
+    metavar: "AUTHFILE",
+    help: `control users file [${d.authFile}]`,
+  },
+  {
+    long: "proxy-listen-address",
+    kind: "string",
+    metavar: "PROXY_LISTEN_ADDRESS",
+    help: `address of the forwarded ports, * for all IPv4 and IPv6 [${d.proxyListenAddress}]`,
+  },
+  {
+    long: "allow-exclusive",
+    kind: "flag",
+    help: "pass the viewer's ClientInit shared flag unchanged (default: force shared)",
+  },
+  {
+    long: "client-timeout",
+    kind: "float",
+    metavar: "N",
+    help: `seconds for a client's whole VNC handshake [${d.clientTimeoutMs / 1000}]`,
+  },
+  {
+    long: "control-timeout",
+    kind: "float",
+    metavar: "N",
+    help: `seconds a control client has to send its request [${d.controlTimeoutMs / 1000}]`,
+  },
+  {
+    long: "drain-timeout",
+    kind: "float",
+    metavar: "N",
+    help: `seconds live sessions may go on after SIGTERM [${d.drainTimeoutMs / 1000}]`,
+  },
+  {
+    long: "port-cooldown",
+    kind: "float",
+    metavar: "N",
+    help: `seconds a freed port rests before reuse is preferred [${d.portCooldownMs / 1000}]`,
+  },
+  {
+    long: "max-control-connections",
+    kind: "int",
+    metavar: "N",
+    help: `control connections handled at once [${d.maxControlConnections}]`,
+  },
+  {
+    long: "ws-ping-interval",
+    kind: "float",
+    metavar: "N",
+    help: "seconds between WebSocket pings; a client that does not answer is dropped; 0 = off [0]",
+  },
+];
+
+/** Help text of the daemon. */
+export function serveHelp(): string {
+  return [
+    "Usage: vncauthproxy [serve] [options]",
+    "",
+    "VNC authentication proxy: sets up one-time forwardings to VNC servers on",
+    "request over a JSON control socket. Runs in the foreground.",
+    "",
+    "Options:",
+    formatOptionsHelp(SERVE_OPTIONS),
+    "",
+    "Other commands: vncauthproxy passwd --help, vncauthproxy client --help",
+    "",
+  ].join("\n");
+}
+
+/**
+ * Turns the daemon's command line into a `Config`.
+ *
+ * @throws {UsageError} on bad flags or values.
+ */
+export function parseServeArgs(args: readonly string[]): Config | "help" {
+  const { values, positionals } = parseOptions(SERVE_OPTIONS, args);
+  if (values.help) return "help";
+  if (positionals.length > 0) throw new UsageError(`Unexpected argument "${positionals[0]}"`);
+  const str = (name: string) => values[name] as string | undefined;
+  const num = (name: string) => values[name] as number | undefined;
+  const ms = (name: string) => {
+    const value = num(name);
+    return value === undefined ? undefined : Math.round(value * 1000);
+  };
+  try {
+    return resolveConfig({
+      debug: values.debug === true,
+      logFile: str("log"),
+      pidFile: str("pid-file"),
+      listenAddress: str("listen-address"),
+      listenPort: num("listen-port"),
+      serverTimeoutMs: ms("server-timeout"),
+      connectRetries: num("connect-retries"),
+      retryWaitMs: ms("retry-wait"),
+      connectTimeoutMs: ms("connect-timeout"),
+      minPort: num("min-port"),
+      maxPort: num("max-port"),
+      enableSsl: values["enable-ssl"] === true,
+      certFile: str("cert-file"),
+      keyFile: str("key-file"),
+      authFile: str("auth-file"),
+      proxyListenAddress: str("proxy-listen-address"),
+      allowExclusive: values["allow-exclusive"] === true,
+      clientTimeoutMs: ms("client-timeout"),
+      controlTimeoutMs: ms("control-timeout"),
+      drainTimeoutMs: ms("drain-timeout"),
+      portCooldownMs: ms("port-cooldown"),
+      maxControlConnections: num("max-control-connections"),
+      wsPingIntervalMs: ms("ws-ping-interval"),
+    } as Partial<Config>);
+  } catch (error) {
+    if (error instanceof RangeError) throw new UsageError(error.message, { cause: error });
+    throw error;
+  }
+}
+
+/** Runs the daemon; returns the exit code. */
+export async function runServeCommand(args: readonly string[], io: CliIo): Promise<number> {
+  const parsed = parseServeArgs(args);
+  if (parsed === "help") {
+    io.stdout(serveHelp());
+    return 0;
+  }
+  const config = parsed;
+  const sinks: LogSink[] = [stderrSink];
+  let file: FileSink | undefined;
+  if (config.logFile !== undefined) {
+    try {
+      file = new FileSink(config.logFile);
+    } catch (error) {
+      io.stderr(
+        `vncauthproxy: Cannot open log file "${config.logFile}": ${(error as Error).message}\n`,
+      );
+      return 1;
+    }
+    sinks.push(file);
+  }
+  const logger = createLogger({ level: config.debug ? "debug" : "info", sinks });
+  try {
+    await runDaemon(config, { logger, onReload: () => file?.reopen() });
+    return 0;
+  } catch (error) {
+    if (error instanceof StartupError) {
+      logger.error(error.message);
+      return 1;
+    }
+    throw error;
+  } finally {
+    file?.close();
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * Requesting a forwarding from a running daemon: the function behind
+ * `vncauthproxy client`, exported for programs that embed it (as snf's
+ * `request_forwarding()` was for Synnefo).
+ *
+ * @module
+ */
+
+import type { ConsoleType } from "../config.ts";
+import { ConnDuplex, type Duplex } from "../io/duplex.ts";
+import { withDeadline } from "../io/deadline.ts";
+
+/** A forwarding request, in the wire protocol's terms. */
+export interface ForwardingRequest {
+  /** Port to forward from; 0 picks one from the pool. @default {0} */
+  readonly sourcePort?: number;
+  /** VNC server host. */
+  readonly destinationAddress: string;
+  /** VNC server port. */
+  readonly destinationPort: number;
+  /** One-time VNC password the viewer must give. */
+  readonly password: string;
+  /** Control user. */
+  readonly authUser: string;
+  /** Control user's password. */
+  readonly authPassword: string;
+  /** Console type. @default {"vnc"} */
+  readonly type?: ConsoleType;
+}
+
+/** The daemon's reply, as decoded JSON. */
+export interface ForwardingReply {
+  /** `OK` or `FAILED`. */
+  readonly status: string;
+  /** The forwarded port (0 on failure). */
+  readonly source_port: number;
+  /** Where viewers connect; null on failure. */
+  readonly proxy_address: string | null;
+  /** Why it failed. */
+  readonly reason?: string;
+}
+
+/** Options of {@linkcode requestForwarding}. */
+export interface RequestForwardingOptions {
+  /** Daemon address. @default {"127.0.0.1"} */
+  readonly server?: string;
+  /** Daemon control port. @default {24999} */
+  readonly port?: number;
+  /** Use TLS. @default {false} */
+  readonly tls?: boolean;
+  /** PEM CA certificate(s) to trust, beyond the system's. */
+  readonly caCerts?: readonly string[];
+  /** Whole-request deadline in milliseconds. @default {60000} */
+  readonly timeoutMs?: number;
+}
+
+/**
+ * Sends one request and returns the reply.
+ *
+ * @throws {Error} when the daemon cannot be reached or sends no valid reply.
+ */
+export async function requestForwarding(
+  request: ForwardingRequest,
+  options: RequestForwardingOptions = {},
+): Promise<ForwardingReply> {
+  const hostname = (options.server ?? "127.0.0.1").replace(/^\[(.*)\]$/, "$1");
+  const port = options.port ?? 24999;
+  const signal = AbortSignal.timeout(options.timeoutMs ?? 60_000);
+  const conn = options.tls
+    ? await Deno.connectTls({
+      hostname,
+      port,
+      ...(options.caCerts ? { caCerts: [...options.caCerts] } : {}),
+    })
+    : await Deno.connect({ hostname, port, signal });
+  const control: Duplex = new ConnDuplex(conn);
+  try {
+    return await withDeadline(control, signal, async () => {
+      const body = {
+        source_port: request.sourcePort ?? 0,
+        destination_address: request.destinationAddress,
+        destination_port: request.destinationPort,
+        password: request.password,
+        auth_user: request.authUser,
+        auth_password: request.authPassword,
+        type: request.type ?? "vnc",
+      };
+      await control.write(new TextEncoder().encode(JSON.stringify(body) + "\n"));
+      return parseReply(await readAll(control, 64 * 1024));
+    });
+  } finally {
+    control.close();
+  }
+}
+
+async function readAll(source: Duplex, maxBytes: number): Promise<string> {
+  const buffer = new Uint8Array(maxBytes);
+  let filled = 0;
+  while (filled < maxBytes) {
+    const n = await source.read(buffer.subarray(filled));
+    if (n === null) break;
+    filled += n;
+  }
+  return new TextDecoder().decode(buffer.subarray(0, filled));
+}
+
+function parseReply(text: string): ForwardingReply {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new SyntaxError("The daemon sent an invalid reply", { cause: error });
+  }
+  if (
+    typeof value !== "object" || value === null ||
+    typeof (value as { status?: unknown }).status !== "string"
+  ) {
+    throw new SyntaxError("The daemon sent an invalid reply");
+  }
+  return value as ForwardingReply;
+}

@@ -1,0 +1,176 @@
+/**
+ * The control protocol's messages (DESIGN §3), pure: framing of one JSON
+ * object from a byte stream, validation of a forwarding request, and the
+ * exact reply bytes snf-vncauthproxy sends (peers.md §1.5).
+ *
+ * @module
+ */
+
+import { CONSOLE_TYPES, type ConsoleType } from "../config.ts";
+import { RefusalError } from "../errors.ts";
+
+/** A validated forwarding request. */
+export interface ForwardRequest {
+  /** Control user. */
+  readonly authUser: string;
+  /** Control user's password (secret). */
+  readonly authPassword: string;
+  /** Requested port, 0 for one from the pool. */
+  readonly sourcePort: number;
+  /** VNC server host name or address. */
+  readonly destinationAddress: string;
+  /** VNC server port. */
+  readonly destinationPort: number;
+  /** One-time VNC password (secret), Latin-1. */
+  readonly password: string;
+  /** Console type; `vnc` when absent. */
+  readonly type: ConsoleType;
+}
+
+/** A control reply. */
+export type ControlReply =
+  | { readonly status: "OK"; readonly sourcePort: number; readonly proxyAddress: string }
+  | { readonly status: "FAILED"; readonly reason: string };
+
+/**
+ * Finds where the first JSON object in a byte stream ends, fed chunk by
+ * chunk, without parsing it: it tracks nesting, strings and escapes. So a
+ * request may arrive in any number of segments, with or without a trailing
+ * newline, while the client keeps its side open.
+ */
+export class JsonObjectScanner {
+  #depth = 0;
+  #inString = false;
+  #escaped = false;
+  #started = false;
+
+  /**
+   * Scans `chunk`; returns the index just past the object's closing brace
+   * when it lies in this chunk, or `undefined` when more bytes are needed.
+   *
+   * @throws {SyntaxError} when the first non-blank byte is not `{`.
+   */
+  feed(chunk: Uint8Array): number | undefined {
+    for (let i = 0; i < chunk.length; i++) {
+      const byte = chunk[i]!;
+      if (!this.#started) {
+        if (byte === 0x20 || byte === 0x09 || byte === 0x0a || byte === 0x0d) continue;
+        if (byte !== 0x7b) throw new SyntaxError("Request is not a JSON object");
+        this.#started = true;
+        this.#depth = 1;
+        continue;
+      }
+      if (this.#inString) {
+        if (this.#escaped) this.#escaped = false;
+        else if (byte === 0x5c) this.#escaped = true;
+        else if (byte === 0x22) this.#inString = false;
+        continue;
+      }
+      if (byte === 0x22) this.#inString = true;
+      else if (byte === 0x7b || byte === 0x5b) this.#depth++;
+      else if (byte === 0x7d || byte === 0x5d) {
+        this.#depth--;
+        if (this.#depth === 0) return i + 1;
+      }
+    }
+    return undefined;
+  }
+}
+
+/**
+ * Parses and validates a request's JSON text.
+ *
+ * Field errors name the field, never its value (snf echoed the whole
+ * request, passwords included: peers.md W9).
+ *
+ * @throws {RefusalError} `malformed request: <field>` or
+ * `unsupported console type`.
+ */
+export function parseForwardRequest(text: string): ForwardRequest {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new RefusalError("malformed request: invalid JSON", { cause: error });
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new RefusalError("malformed request: not a JSON object");
+  }
+  const fields = value as Record<string, unknown>;
+  const authUser = requireString(fields, "auth_user");
+  const authPassword = requireString(fields, "auth_password");
+  const sourcePort = fields.source_port === undefined || fields.source_port === null
+    ? 0
+    : requirePort(fields, "source_port", 0);
+  const destinationAddress = requireString(fields, "destination_address");
+  if (!isHostLike(destinationAddress)) throw malformed("destination_address");
+  const destinationPort = requirePort(fields, "destination_port", 1);
+  const password = requireString(fields, "password");
+  // VNC Authentication keys DES with bytes: the password must be Latin-1
+  // (snf crashed on anything else, peers.md W14) and not empty.
+  if (password === "" || !/^[\u0001-\u00ff]*$/.test(password)) throw malformed("password");
+  const type = fields.type ?? "vnc";
+  if (typeof type !== "string" || !(CONSOLE_TYPES as readonly string[]).includes(type)) {
+    throw new RefusalError("unsupported console type");
+  }
+  return {
+    authUser,
+    authPassword,
+    sourcePort,
+    destinationAddress,
+    destinationPort,
+    password,
+    type: type as ConsoleType,
+  };
+}
+
+function malformed(field: string): RefusalError {
+  return new RefusalError(`malformed request: ${field}`);
+}
+
+function requireString(fields: Record<string, unknown>, name: string): string {
+  const value = fields[name];
+  if (typeof value !== "string" || value.length > 1024) throw malformed(name);
+  return value;
+}
+
+/** Accepts integers and integer strings (as snf's `int()` did). */
+function requirePort(fields: Record<string, unknown>, name: string, min: number): number {
+  const value = fields[name];
+  let port: number;
+  if (typeof value === "number") port = value;
+  else if (typeof value === "string" && /^\s*\d{1,5}\s*$/.test(value)) port = Number(value);
+  else throw malformed(name);
+  if (!Number.isInteger(port) || port < min || port > 65535) throw malformed(name);
+  return port;
+}
+
+/** Host names, IPv4 and IPv6 literals (optionally bracketed). */
+function isHostLike(text: string): boolean {
+  if (text.length === 0 || text.length > 253) return false;
+  if (/^\[?[0-9a-fA-F:.]+\]?$/.test(text) && text.includes(":")) return true;
+  return /^[A-Za-z0-9]([A-Za-z0-9_-]{0,62})?(\.[A-Za-z0-9]([A-Za-z0-9_-]{0,62})?)*\.?$/.test(text);
+}
+
+/**
+ * Encodes a reply exactly as snf-vncauthproxy's Python `json.dumps` did:
+ * keys in its order, `", "` and `": "` separators, non-ASCII escaped, no
+ * trailing newline.
+ */
+export function encodeReply(reply: ControlReply): Uint8Array {
+  const text = reply.status === "OK"
+    ? `{"source_port": ${reply.sourcePort}, "status": "OK", "proxy_address": ${
+      pythonJsonString(reply.proxyAddress)
+    }}`
+    : `{"source_port": 0, "status": "FAILED", "reason": ${
+      pythonJsonString(reply.reason)
+    }, "proxy_address": null}`;
+  return new TextEncoder().encode(text);
+}
+
+function pythonJsonString(text: string): string {
+  return JSON.stringify(text).replace(
+    /[\u007f-\uffff]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}

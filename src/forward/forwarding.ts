@@ -1,0 +1,269 @@
+/**
+ * One forwarding's lifecycle, as a straight line (DESIGN §4): take a port,
+ * pin the VNC server, listen, and (after the control reply) wait for one
+ * viewer, authenticate it, relay, and tear down exactly once.
+ *
+ * @module
+ */
+
+import type { Config } from "../config.ts";
+import type { ForwardRequest } from "../control/control_message.ts";
+import { RefusalError, RfbError } from "../errors.ts";
+import { readU8 } from "../io/byte_reader.ts";
+import { type Duplex, formatHostPort } from "../io/duplex.ts";
+import { isTimeout, withDeadline } from "../io/deadline.ts";
+import { relay, type RelayCounters } from "../io/relay.ts";
+import type { Logger } from "../log.ts";
+import { type Backend, type ConnectFunction, openBackend } from "../rfb/backend_handshake.ts";
+import { authenticateViewer } from "../rfb/client_handshake.ts";
+import { type ClientListener, openTcpListener } from "./client_listener.ts";
+import type { PortLease, PortPool } from "./port_pool.ts";
+import { openWebSocketListener } from "./websocket_listener.ts";
+
+/** A certificate and key in PEM form. */
+export interface TlsMaterial {
+  /** PEM certificate chain. */
+  readonly cert: string;
+  /** PEM private key. */
+  readonly key: string;
+}
+
+/** What a forwarding needs from the daemon. */
+export interface ForwardingDeps {
+  /** The daemon's configuration. */
+  readonly config: Config;
+  /** The forwarding's logger (prefixed `[C<n>]`). */
+  readonly logger: Logger;
+  /** The port pool. */
+  readonly ports: PortPool;
+  /** Current certificate and key for `vnc-wss`, if configured. */
+  readonly tls: () => TlsMaterial | undefined;
+  /** Aborted when the daemon stops accepting (SIGTERM): waiting ends. */
+  readonly stopping: AbortSignal;
+  /** Aborted when the drain time is over: live sessions end. */
+  readonly closing: AbortSignal;
+  /** @default {Deno.connect} */
+  readonly connect?: ConnectFunction;
+}
+
+/** Session states, logged on change (noVNC's connection state idea). */
+export type ForwardingState = "listening" | "authenticating" | "relaying" | "closed";
+
+/** How many bind attempts on other pool ports before giving up. */
+const BIND_ATTEMPTS = 8;
+
+/**
+ * Sets up a forwarding for a validated and authenticated request: leases a
+ * port, connects to and handshakes with the VNC server, and listens.
+ * Everything taken is given back if a step fails.
+ *
+ * @throws {RefusalError} with a reason for the `FAILED` reply.
+ */
+export async function setUpForwarding(
+  request: ForwardRequest,
+  deps: ForwardingDeps,
+): Promise<Forwarding> {
+  const { config, logger } = deps;
+  const tls = request.type === "vnc-wss" ? deps.tls() : undefined;
+  if (request.type === "vnc-wss" && tls === undefined) {
+    throw new RefusalError("TLS is not configured");
+  }
+
+  const host = request.destinationAddress.replace(/^\[(.*)\]$/, "$1");
+  const signal = AbortSignal.any([AbortSignal.timeout(config.serverTimeoutMs), deps.stopping]);
+  const backend = await openBackend({ host, port: request.destinationPort }, {
+    retries: config.connectRetries,
+    retryWaitMs: config.retryWaitMs,
+    signal,
+    logger,
+    ...(deps.connect ? { connect: deps.connect } : {}),
+  });
+  try {
+    const { lease, listener } = await listen(request, deps, tls);
+    return new Forwarding(request, deps, { lease, listener, backend });
+  } catch (error) {
+    backend.duplex.close();
+    throw error;
+  }
+}
+
+async function listen(
+  request: ForwardRequest,
+  deps: ForwardingDeps,
+  tls: TlsMaterial | undefined,
+): Promise<{ lease: PortLease; listener: ClientListener }> {
+  const { config, logger, ports } = deps;
+  for (let attempt = 1;; attempt++) {
+    const lease = ports.acquire(request.sourcePort);
+    logger.debug(`Got port ${lease.port} from pool, ${ports.available} remaining`);
+    try {
+      const listener = request.type === "vnc"
+        ? await openTcpListener(config.proxyListenAddress, lease.port)
+        : await openWebSocketListener(config.proxyListenAddress, lease.port, {
+          logger,
+          pingIntervalMs: config.wsPingIntervalMs,
+          requestTimeoutMs: config.clientTimeoutMs,
+          ...(tls ? { tls } : {}),
+        });
+      return { lease, listener };
+    } catch (error) {
+      lease.release();
+      const where = formatHostPort(config.proxyListenAddress, lease.port);
+      if (!(error instanceof Deno.errors.AddrInUse)) {
+        logger.error(`Error binding to ${where}: ${describe(error)}`);
+        throw new RefusalError("cannot listen on the forwarded port", { cause: error });
+      }
+      logger.warn(`Error binding to ${where}: port taken by another process`);
+      if (request.sourcePort !== 0) throw new RefusalError("source port in use", { cause: error });
+      if (attempt >= BIND_ATTEMPTS) throw new RefusalError("no free ports", { cause: error });
+    }
+  }
+}
+
+/** A forwarding between its control reply and its end. */
+export class Forwarding {
+  readonly #request: ForwardRequest;
+  readonly #deps: ForwardingDeps;
+  readonly #lease: PortLease;
+  readonly #listener: ClientListener;
+  readonly #backend: Backend;
+  #viewer: Duplex | undefined;
+  #state: ForwardingState = "listening";
+  #closed = false;
+  /** Bytes relayed so far. */
+  readonly counters: RelayCounters = { aToB: 0, bToA: 0 };
+
+  /** Use {@linkcode setUpForwarding}. */
+  constructor(
+    request: ForwardRequest,
+    deps: ForwardingDeps,
+    parts: { lease: PortLease; listener: ClientListener; backend: Backend },
+  ) {
+    this.#request = request;
+    this.#deps = deps;
+    this.#lease = parts.lease;
+    this.#listener = parts.listener;
+    this.#backend = parts.backend;
+  }
+
+  /** The forwarded port. */
+  get port(): number {
+    return this.#lease.port;
+  }
+
+  /** The current state. */
+  get state(): ForwardingState {
+    return this.#state;
+  }
+
+  /** The listener's addresses, for log lines. */
+  get addresses(): readonly string[] {
+    return this.#listener.addresses;
+  }
+
+  /**
+   * Waits for the viewer, authenticates it and relays until either side
+   * ends; always tears down. Never throws: outcomes are logged.
+   */
+  async run(): Promise<void> {
+    const { config, logger } = this.#deps;
+    const started = performance.now();
+    let outcome = "ended";
+    try {
+      logger.info(`Waiting for a client to connect at ${this.#listener.addresses.join(", ")}`);
+      const waiting = AbortSignal.any([
+        AbortSignal.timeout(config.connectTimeoutMs),
+        this.#deps.stopping,
+      ]);
+      let viewer: Duplex;
+      try {
+        viewer = await this.#listener.acceptOne(waiting);
+      } catch (error) {
+        outcome = isTimeout(error) ? "no client" : "stopped before a client came";
+        if (isTimeout(error)) {
+          logger.info(`Timed out, no connection after ${config.connectTimeoutMs / 1000} sec`);
+        } else logger.info(`No client: ${describe(error)}`);
+        return;
+      }
+      this.#viewer = viewer;
+      logger.info(`Connection from ${viewer.remoteAddress}`);
+
+      this.#setState("authenticating");
+      const handshakeDeadline = AbortSignal.any([
+        AbortSignal.timeout(config.clientTimeoutMs),
+        this.#deps.closing,
+      ]);
+      let clientInit: number;
+      try {
+        clientInit = await withDeadline(viewer, handshakeDeadline, async () => {
+          const version = await authenticateViewer(viewer, this.#request.password);
+          logger.debug(`Client ${viewer.remoteAddress} authenticated with RFB ${version}`);
+          // RFC 6143 §7.3.1: ClientInit is one byte, the shared flag.
+          return await readU8(viewer);
+        });
+      } catch (error) {
+        outcome = "client handshake failed";
+        if (error instanceof RfbError && error.message === "Authentication failed") {
+          logger.warn(`Authentication failed for client ${viewer.remoteAddress}`);
+        } else {
+          logger.warn(`Client ${viewer.remoteAddress} handshake failed: ${describe(error)}`);
+        }
+        return;
+      }
+      // With QEMU's default policy an exclusive viewer drops every other
+      // client of the VM, another forwarding's backend included (DESIGN §4.7).
+      const shared = config.allowExclusive ? clientInit : 1;
+      await this.#backend.duplex.write(Uint8Array.of(shared));
+
+      this.#setState("relaying");
+      const result = await relay(viewer, this.#backend.duplex, {
+        signal: this.#deps.closing,
+        counters: this.counters,
+      });
+      outcome = result.endedBy === "a"
+        ? "client closed"
+        : result.endedBy === "b"
+        ? "server closed"
+        : "daemon stopped";
+    } catch (error) {
+      outcome = `failed: ${describe(error)}`;
+      logger.error(`Forwarding failed: ${describe(error)}`);
+    } finally {
+      await this.close();
+      const seconds = ((performance.now() - started) / 1000).toFixed(1);
+      logger.info(
+        `Session ended (${outcome}) after ${seconds} s: ` +
+          `${this.counters.aToB} bytes client->server, ${this.counters.bToA} bytes server->client` +
+          (this.#viewer ? `, client ${this.#viewer.remoteAddress}` : ""),
+      );
+    }
+  }
+
+  /** Closes everything the forwarding holds and returns its port; idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#setState("closed");
+    this.#viewer?.close();
+    this.#backend.duplex.close();
+    try {
+      await this.#listener.close();
+    } finally {
+      this.#lease.release();
+      this.#deps.logger.debug(
+        `Returned port ${this.#lease.port} to port pool, contains ${this.#deps.ports.available} ports`,
+      );
+    }
+  }
+
+  #setState(next: ForwardingState): void {
+    if (this.#state === next) return;
+    this.#deps.logger.debug(`State ${this.#state} -> ${next}`);
+    this.#state = next;
+  }
+}
+
+function describe(error: unknown): string {
+  if (error instanceof Error) return error.message || error.name;
+  return String(error);
+}

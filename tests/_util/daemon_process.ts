@@ -1,0 +1,204 @@
+/**
+ * Runs `main.ts` as a subprocess, as a user would run the daemon, with the
+ * same permissions the compiled binary gets, and collects its log lines.
+ *
+ * @module
+ */
+
+import { hashPassword } from "../../src/auth/sha_crypt.ts";
+
+/** The permission flags of `deno task compile`, so tests prove they suffice. */
+export const DAEMON_PERMISSIONS = [
+  "--allow-net",
+  "--allow-read",
+  "--allow-write",
+  "--allow-sys=hostname",
+];
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+
+/** A running daemon. */
+export interface DaemonProcess extends AsyncDisposable {
+  /** Control port on 127.0.0.1. */
+  readonly controlPort: number;
+  /** Every stderr line so far. */
+  readonly lines: string[];
+  /** The child process. */
+  readonly child: Deno.ChildProcess;
+  /** Waits for a log line matching `pattern`. */
+  waitForLine(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  /** Sends a signal. */
+  kill(signal?: Deno.Signal): void;
+  /** Resolves with the exit status. */
+  readonly status: Promise<Deno.CommandStatus>;
+}
+
+/** Options of {@linkcode startDaemon}. */
+export interface StartDaemonOptions {
+  /** Extra flags. */
+  readonly args?: readonly string[];
+  /** Users to write into a fresh users file: name → password. */
+  readonly users?: Readonly<Record<string, string>>;
+  /** Use this users file instead. */
+  readonly authFile?: string;
+  /** Pool size (a random window below the ephemeral range). @default {40} */
+  readonly poolSize?: number;
+}
+
+/** Picks a random pool window below Linux's ephemeral port range. */
+export function randomPool(size: number): { min: number; max: number } {
+  const min = 10_000 + Math.floor(Math.random() * (32_000 - 10_000 - size));
+  return { min, max: min + size - 1 };
+}
+
+/** Writes a users file with `$6$` lines for `users` into a temp dir. */
+export async function writeUsersFile(users: Readonly<Record<string, string>>): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "vap-users-" });
+  const path = `${dir}/users`;
+  const text = Object.entries(users).map(([u, p]) => `${u}:${hashPassword(p)}\n`).join("");
+  await Deno.writeTextFile(path, text, { mode: 0o600 });
+  return path;
+}
+
+/**
+ * Starts the daemon on an ephemeral control port and waits until it listens.
+ * Disposing sends SIGTERM and waits for the exit.
+ */
+export async function startDaemon(options: StartDaemonOptions = {}): Promise<DaemonProcess> {
+  const authFile = options.authFile ??
+    await writeUsersFile(options.users ?? { admin: "control-secret" });
+  const pool = randomPool(options.poolSize ?? 40);
+  const args = [
+    "run",
+    ...DAEMON_PERMISSIONS,
+    MAIN,
+    "--listen-port=0",
+    `--auth-file=${authFile}`,
+    "--proxy-listen-address=127.0.0.1",
+    `--min-port=${pool.min}`,
+    `--max-port=${pool.max}`,
+    "--debug",
+    ...(options.args ?? []),
+  ];
+  const child = new Deno.Command(Deno.execPath(), {
+    args,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const lines: string[] = [];
+  const waiters = new Set<{ pattern: RegExp; resolve: (line: string) => void }>();
+  const reading = (async () => {
+    const decoder = new TextDecoderStream();
+    let rest = "";
+    for await (const chunk of child.stderr.pipeThrough(decoder)) {
+      rest += chunk;
+      const parts = rest.split("\n");
+      rest = parts.pop()!;
+      for (const line of parts) {
+        lines.push(line);
+        if (Deno.env.get("VAP_TEST_LOG")) {
+          await Deno.stderr.write(new TextEncoder().encode(`daemon| ${line}\n`));
+        }
+        for (const waiter of waiters) {
+          if (waiter.pattern.test(line)) {
+            waiters.delete(waiter);
+            waiter.resolve(line);
+          }
+        }
+      }
+    }
+  })();
+  const stdoutDone = child.stdout.cancel();
+  const status = child.status;
+
+  function waitForLine(pattern: RegExp, timeoutMs = 10_000): Promise<string> {
+    const found = lines.find((line) => pattern.test(line));
+    if (found !== undefined) return Promise.resolve(found);
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        pattern,
+        resolve: (line: string) => {
+          clearTimeout(timer);
+          resolve(line);
+        },
+      };
+      const timer = setTimeout(() => {
+        waiters.delete(waiter);
+        reject(
+          new Error(`No log line matching ${pattern} within ${timeoutMs} ms:\n${lines.join("\n")}`),
+        );
+      }, timeoutMs);
+      waiters.add(waiter);
+      status.then(() => {
+        if (!waiters.has(waiter)) return;
+        waiters.delete(waiter);
+        clearTimeout(timer);
+        reject(new Error(`Daemon exited before logging ${pattern}:\n${lines.join("\n")}`));
+      });
+    });
+  }
+
+  let controlPort: number;
+  try {
+    const ready = await waitForLine(/Listening for control connections on /, 20_000);
+    controlPort = Number(/control connections on \S*?:(\d+)/.exec(ready)![1]);
+  } catch (error) {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await status;
+    await reading;
+    await stdoutDone;
+    throw error;
+  }
+
+  return {
+    controlPort,
+    lines,
+    child,
+    waitForLine,
+    status,
+    kill(signal: Deno.Signal = "SIGTERM") {
+      try {
+        child.kill(signal);
+      } catch { /* already exited */ }
+    },
+    async [Symbol.asyncDispose]() {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already exited */ }
+      const timer = setTimeout(() => {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* gone */ }
+      }, 15_000);
+      await status;
+      clearTimeout(timer);
+      await reading;
+      await stdoutDone;
+      if (options.authFile === undefined) {
+        await Deno.remove(authFile.replace(/\/users$/, ""), { recursive: true });
+      }
+    },
+  };
+}
+
+/** Sends raw bytes to the control port and returns the raw reply text. */
+export async function rawControl(port: number, request: string | Uint8Array): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(typeof request === "string" ? new TextEncoder().encode(request) : request);
+    const chunks: Uint8Array[] = [];
+    const buffer = new Uint8Array(4096);
+    while (true) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      chunks.push(buffer.slice(0, n));
+    }
+    return new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
+  } finally {
+    conn.close();
+  }
+}

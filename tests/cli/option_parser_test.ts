@@ -1,0 +1,64 @@
+import assert from "node:assert/strict";
+import { type OptionSpec, parseOptions } from "../../src/cli/option_parser.ts";
+import { UsageError } from "../../src/errors.ts";
+
+const SPECS: OptionSpec[] = [
+  { long: "debug", short: "d", kind: "flag", help: "" },
+  { long: "pid-file", kind: "string", help: "" },
+  { long: "listen-address", kind: "string", help: "" },
+  { long: "listen-port", kind: "int", help: "" },
+  { long: "min-port", short: "p", kind: "int", help: "" },
+  { long: "retry-wait", kind: "float", help: "" },
+  { long: "connect-timeout", kind: "int", help: "" },
+  { long: "connect-retries", kind: "int", help: "" },
+];
+
+Deno.test("parseOptions() takes --opt value, --opt=value, short options and clusters", () => {
+  const { values, positionals } = parseOptions(SPECS, [
+    "--pid-file",
+    "/run/x.pid",
+    "--listen-port=25000",
+    "-dp",
+    "26000",
+    "--retry-wait=0.5",
+    "pos",
+  ]);
+  assert.deepEqual(values, {
+    "pid-file": "/run/x.pid",
+    "listen-port": 25000,
+    debug: true,
+    "min-port": 26000,
+    "retry-wait": 0.5,
+  });
+  assert.deepEqual(positionals, ["pos"]);
+  assert.deepEqual(parseOptions(SPECS, ["-p26001"]).values, { "min-port": 26001 });
+});
+
+Deno.test("parseOptions() accepts unambiguous long-option prefixes, as optparse does", () => {
+  assert.deepEqual(
+    parseOptions(SPECS, ["--pid=/p", "--min", "1", "--listen-a", "::1", "--connect-t=5"]).values,
+    {
+      "pid-file": "/p",
+      "min-port": 1,
+      "listen-address": "::1",
+      "connect-timeout": 5,
+    },
+  );
+});
+
+Deno.test("parseOptions() throws UsageError on unknown, ambiguous, missing and mistyped values", () => {
+  for (
+    const args of [
+      ["--nope"],
+      ["--listen", "x"],
+      ["--conn=3"],
+      ["--listen-port"],
+      ["--listen-port=abc"],
+      ["--retry-wait=fast"],
+      ["-x"],
+      ["--debug=yes"],
+    ]
+  ) {
+    assert.throws(() => parseOptions(SPECS, args), UsageError, args.join(" "));
+  }
+});

@@ -1,0 +1,36 @@
+import assert from "node:assert/strict";
+import { readExact } from "../../src/io/byte_reader.ts";
+import { relay } from "../../src/io/relay.ts";
+import { tcpPair } from "../_util/loopback.ts";
+
+Deno.test("relay() copies both ways and closes both sides when one ends", async () => {
+  using left = await tcpPair();
+  using right = await tcpPair();
+  const running = relay(left.server, right.server);
+  const big = new Uint8Array(3 * 1024 * 1024).map((_, i) => i % 251);
+  const [received] = await Promise.all([
+    readExact(right.client, big.length),
+    left.client.write(big),
+  ]);
+  assert.deepEqual(received, big);
+  await right.client.write(new TextEncoder().encode("back"));
+  assert.equal(new TextDecoder().decode(await readExact(left.client, 4)), "back");
+  left.client.close();
+  const result = await running;
+  assert.equal(result.endedBy, "a");
+  assert.equal(result.aToB, big.length);
+  assert.equal(result.bToA, 4);
+  assert.equal(await right.client.read(new Uint8Array(1)), null, "the other side is closed too");
+});
+
+Deno.test("relay() ends with both sides closed when its signal aborts", async () => {
+  using left = await tcpPair();
+  using right = await tcpPair();
+  const controller = new AbortController();
+  const running = relay(left.server, right.server, { signal: controller.signal });
+  controller.abort();
+  const result = await running;
+  assert.equal(result.endedBy, "aborted");
+  assert.equal(await left.client.read(new Uint8Array(1)), null);
+  assert.equal(await right.client.read(new Uint8Array(1)), null);
+});
