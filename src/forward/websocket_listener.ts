@@ -49,6 +49,8 @@ const NOT_WEBSOCKET = "This port serves one VNC WebSocket console\n";
 /** RFC 6455 §7.4.1: going away; the reason snf-vncauthproxy sent. */
 const CLOSE_GOING_AWAY = 1001;
 const SECOND_CLIENT_REASON = "Only a single connection allowed";
+/** RFC 6455 §4.2.1: the key is 16 random bytes in base64. */
+const WEBSOCKET_KEY = /^[A-Za-z0-9+/]{21}[AQgw]==$/;
 /** Longest request path put in a log line. */
 const MAX_LOGGED_PATH = 100;
 
@@ -112,7 +114,7 @@ class WebSocketListener implements ClientListener {
 
   /** Starts one server; throws synchronously when the port is taken. */
   serve(hostname: string, port: number): Server {
-    const server = Deno.serve({
+    const server: Server = Deno.serve({
       hostname,
       port,
       ...(this.#options.tls ?? {}),
@@ -121,7 +123,7 @@ class WebSocketListener implements ClientListener {
         this.#logger.warn(`WebSocket listener error: ${describe(error)}`);
         return textResponse(500, "Internal error\n");
       },
-    }, (request, info) => this.#handle(request, info, server));
+    }, (request, info): Response => this.#handle(request, info, server));
     this.#servers.push(server);
     return server;
   }
@@ -192,6 +194,18 @@ class WebSocketListener implements ClientListener {
     if (!/\bwebsocket\b/i.test(upgrade) || request.method !== "GET") {
       this.#logger.debug(`Refused a plain HTTP request from ${remote}`);
       return textResponse(400, NOT_WEBSOCKET);
+    }
+    // Deno.upgradeWebSocket checks Connection and the key's presence only.
+    if (request.headers.get("sec-websocket-version") !== "13") {
+      this.#logger.debug(`Unsupported WebSocket version from ${remote}`);
+      // RFC 6455 §4.4: answer with the version this server speaks.
+      return textResponse(426, "Unsupported WebSocket version\n", {
+        "sec-websocket-version": "13",
+      });
+    }
+    if (!WEBSOCKET_KEY.test(request.headers.get("sec-websocket-key") ?? "")) {
+      this.#logger.debug(`Bad WebSocket key from ${remote}`);
+      return textResponse(400, "Bad WebSocket upgrade request\n");
     }
     let upgraded: { socket: WebSocket; response: Response };
     try {
