@@ -33,9 +33,9 @@ export interface ForwardingReply {
   /** `OK` or `FAILED`. */
   readonly status: string;
   /** The forwarded port (0 on failure). */
-  readonly source_port: number;
+  readonly "source_port": number;
   /** Where viewers connect; null on failure. */
-  readonly proxy_address: string | null;
+  readonly "proxy_address": string | null;
   /** Why it failed. */
   readonly reason?: string;
 }
@@ -77,12 +77,12 @@ export async function requestForwarding(
   try {
     return await withDeadline(control, signal, async () => {
       const body = {
-        source_port: request.sourcePort ?? 0,
-        destination_address: request.destinationAddress,
-        destination_port: request.destinationPort,
+        "source_port": request.sourcePort ?? 0,
+        "destination_address": request.destinationAddress,
+        "destination_port": request.destinationPort,
         password: request.password,
-        auth_user: request.authUser,
-        auth_password: request.authPassword,
+        "auth_user": request.authUser,
+        "auth_password": request.authPassword,
         type: request.type ?? "vnc",
       };
       await control.write(new TextEncoder().encode(JSON.stringify(body) + "\n"));

@@ -108,6 +108,7 @@ export function parseForwardRequest(text: string): ForwardRequest {
   const password = requireString(fields, "password");
   // VNC Authentication keys DES with bytes: the password must be Latin-1
   // (snf crashed on anything else, peers.md W14) and not empty.
+  // deno-lint-ignore no-control-regex
   if (password === "" || !/^[\u0001-\u00ff]*$/.test(password)) throw malformed("password");
   const type = fields.type ?? "vnc";
   if (typeof type !== "string" || !(CONSOLE_TYPES as readonly string[]).includes(type)) {

@@ -12,7 +12,7 @@
 
 import { formatHostPort } from "../io/duplex.ts";
 import { bindAll } from "../io/listen_addresses.ts";
-import { WebSocketDuplex, type WebSocketDuplexOptions } from "../io/websocket_duplex.ts";
+import { WebSocketDuplex } from "../io/websocket_duplex.ts";
 import type { Logger } from "../log.ts";
 import type { ClientListener } from "./client_listener.ts";
 
@@ -38,9 +38,9 @@ export interface WebSocketListenerOptions {
    * which would otherwise default to 30 s. @default {0}
    */
   pingIntervalMs?: number;
-  /** See {@linkcode WebSocketDuplexOptions.maxQueuedBytes}. */
+  /** See `WebSocketDuplexOptions.maxQueuedBytes`. */
   maxQueuedBytes?: number;
-  /** See {@linkcode WebSocketDuplexOptions.maxBufferedBytes}. */
+  /** See `WebSocketDuplexOptions.maxBufferedBytes`. */
   maxBufferedBytes?: number;
 }
 
@@ -84,7 +84,7 @@ export async function openWebSocketListener(
     await listener.close();
     throw error;
   });
-  listener.setServers(handles.map((handle) => handle.server));
+  listener.recordAddresses(handles.map((handle) => handle.server));
   return listener;
 }
 
@@ -97,6 +97,8 @@ class WebSocketListener implements ClientListener {
   #addresses: string[] = [];
   #state: "listening" | "won" | "closed" = "listening";
   #winner: WebSocketDuplex | undefined;
+  #winnerServer: Server | undefined;
+  readonly #stopping = new Map<Server, Promise<void>>();
   readonly #won = Promise.withResolvers<WebSocketDuplex>();
   readonly #closedSignal = Promise.withResolvers<never>();
   #closing: Promise<void> | undefined;
@@ -128,7 +130,8 @@ class WebSocketListener implements ClientListener {
     return server;
   }
 
-  setServers(servers: Server[]): void {
+  /** Notes the bound addresses once every server is up. */
+  recordAddresses(servers: Server[]): void {
     this.#addresses = servers.map((server) =>
       formatHostPort(server.addr.hostname, server.addr.port)
     );
@@ -170,12 +173,25 @@ class WebSocketListener implements ClientListener {
     this.#closedSignal.reject(
       new Deno.errors.BadResource("WebSocket listener is closed"),
     );
-    const winner = this.#winner;
-    winner?.close(CLOSE_GOING_AWAY, "Server going away");
+    // The winner's server stops once the viewer has had its close frame
+    // (the duplex's onClose); shutting it down first would cut the socket.
+    this.#winner?.close(CLOSE_GOING_AWAY, "Server going away");
     await Promise.all([
-      winner?.closed,
-      ...this.#servers.map((server) => server.shutdown()),
+      this.#winner?.closed,
+      ...this.#servers
+        .filter((server) => server !== this.#winnerServer)
+        .map((server) => this.#stop(server)),
     ]);
+  }
+
+  /** Shuts `server` down once, however often asked. */
+  #stop(server: Server): Promise<void> {
+    let stopping = this.#stopping.get(server);
+    if (stopping === undefined) {
+      stopping = server.shutdown();
+      this.#stopping.set(server, stopping);
+    }
+    return stopping;
   }
 
   #handle(
@@ -255,12 +271,13 @@ class WebSocketListener implements ClientListener {
         ? { maxBufferedBytes: this.#options.maxBufferedBytes }
         : {}),
       // The socket lives on `server`: stop it only once the socket is done.
-      onClose: () => server.shutdown(),
+      onClose: () => this.#stop(server),
     });
     this.#winner = duplex;
+    this.#winnerServer = server;
     // The first client wins: servers on other addresses stop now.
     for (const other of this.#servers) {
-      if (other !== server) void other.shutdown();
+      if (other !== server) void this.#stop(other);
     }
     this.#won.resolve(duplex);
   }

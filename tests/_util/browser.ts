@@ -294,8 +294,7 @@ function createSession(
   async function waitFor(type: string): Promise<NoVncEvent> {
     try {
       return await page.evaluate(
-        ([type, timeoutMs]) =>
-          Reflect.get(globalThis, "__waitFor")(type, timeoutMs),
+        ([type, timeoutMs]) => Reflect.get(globalThis, "__waitFor")(type, timeoutMs),
         [type, timeoutMs] as const,
       );
     } catch (error) {
@@ -346,18 +345,14 @@ function createSession(
         await page.waitForTimeout(50);
       }
       throw new Error(
-        `Pixel (${x}, ${y}) is ${JSON.stringify(last)}, expected ${
-          JSON.stringify(rgb)
-        }`,
+        `Pixel (${x}, ${y}) is ${JSON.stringify(last)}, expected ${JSON.stringify(rgb)}`,
       );
     },
     async disconnect() {
       await page.evaluate(() => Reflect.get(globalThis, "__disconnect")());
     },
     events() {
-      return page.evaluate(() =>
-        Reflect.get(globalThis, "__events")
-      ) as Promise<NoVncEvent[]>;
+      return page.evaluate(() => Reflect.get(globalThis, "__events")) as Promise<NoVncEvent[]>;
     },
     consoleLines() {
       return [...pageLog];
@@ -433,9 +428,7 @@ function findNoVncDir(): string | undefined {
   } catch {
     // No env permission: fall back to the Debian location.
   }
-  const candidates = fromEnv
-    ? [fromEnv, ...NOVNC_CANDIDATES]
-    : NOVNC_CANDIDATES;
+  const candidates = fromEnv ? [fromEnv, ...NOVNC_CANDIDATES] : NOVNC_CANDIDATES;
   return candidates.find((dir) => isFile(`${dir}/core/rfb.js`));
 }
 

@@ -5,13 +5,7 @@
  * @module
  */
 
-import {
-  hasChromium,
-  NOVNC_DIR,
-  openNoVnc,
-  startStaticServer,
-  TEST_PAGE_PATH,
-} from "./browser.ts";
+import { hasChromium, NOVNC_DIR, openNoVnc, startStaticServer, TEST_PAGE_PATH } from "./browser.ts";
 
 const PASSWORD = "s3cret-pw";
 const DESKTOP_COLOUR = "#336699";

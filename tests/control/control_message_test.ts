@@ -7,11 +7,11 @@ import {
 import { RefusalError } from "../../src/errors.ts";
 
 const VALID = {
-  auth_user: "admin",
-  auth_password: "s3cret-control",
-  source_port: 0,
-  destination_address: "10.0.0.5",
-  destination_port: 5901,
+  "auth_user": "admin",
+  "auth_password": "s3cret-control",
+  "source_port": 0,
+  "destination_address": "10.0.0.5",
+  "destination_port": 5901,
   password: "one-time",
   type: "vnc-ws",
 };

@@ -363,7 +363,10 @@ Deno.test("the viewer's close frees the port; close() after acceptOne() closes t
       client = await upgrade(port);
       const viewer = await listener.acceptOne(timeout());
       const closing = listener.close();
-      assert.equal((await client.readClose())?.code, 1001);
+      assert.deepStrictEqual(await client.readClose(), {
+        code: 1001,
+        reason: "Server going away",
+      });
       client.close();
       await closing;
       assert.equal(await viewer.read(new Uint8Array(1)), null);
