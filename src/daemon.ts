@@ -100,6 +100,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
         `, forwarding ports ${config.minPort}-${config.maxPort} on ${config.proxyListenAddress}`,
     );
 
+    const server = control;
     const stopRequested = Promise.withResolvers<string>();
     deps.stop?.then(() => stopRequested.resolve("stop request"));
     const onSignal = (name: Deno.Signal) => () => stopRequested.resolve(name);
@@ -111,6 +112,12 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
       }
       users = reloadUsers(config.authFile, users, logger);
       tls = reloadTls(config, tls, logger);
+      if (config.enableSsl) {
+        server.reloadTls().then(
+          (changed) => changed && logger.info("Control socket now uses the reloaded certificate"),
+          (error) => logger.error(`Control socket after certificate reload: ${message(error)}`),
+        );
+      }
       logger.info(
         `Reloaded: ${users.size} control users, ${sessions.size} live sessions untouched`,
       );

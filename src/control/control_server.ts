@@ -55,6 +55,14 @@ export interface ControlServer {
   readonly addresses: readonly string[];
   /** Stops accepting and waits for the control connections in progress. */
   close(): Promise<void>;
+  /**
+   * With `--enable-ssl`, rebinds the control socket(s) on the same
+   * addresses with the current `deps.tls()` material (SIGHUP); connections
+   * in progress are untouched. Resolves to false when nothing changed.
+   *
+   * @throws when no listener could be bound again (the control socket is down)
+   */
+  reloadTls(): Promise<boolean>;
 }
 
 /**
@@ -64,16 +72,14 @@ export interface ControlServer {
  */
 export async function startControlServer(deps: ControlServerDeps): Promise<ControlServer> {
   const { config } = deps;
-  const tls = config.enableSsl ? deps.tls() : undefined;
+  let tls = config.enableSsl ? deps.tls() : undefined;
   if (config.enableSsl && tls === undefined) throw new Error("TLS is enabled but not configured");
-  const listeners = await bindAll(
-    config.listenAddress,
-    config.listenPort,
-    (hostname, port) =>
-      tls
-        ? Deno.listenTls({ hostname, port, transport: "tcp", cert: tls.cert, key: tls.key })
-        : Deno.listen({ hostname, port, transport: "tcp" }),
-  );
+  const bind = (hostname: string, port: number, material = tls): Deno.Listener =>
+    material
+      ? Deno.listenTls({ hostname, port, transport: "tcp", cert: material.cert, key: material.key })
+      : Deno.listen({ hostname, port, transport: "tcp" });
+  let listeners: Deno.Listener[] = await bindAll(config.listenAddress, config.listenPort, bind);
+  const retired = new WeakSet<Deno.Listener>();
   const handlers = new Set<Promise<void>>();
   let nextId = 1;
 
@@ -83,7 +89,10 @@ export async function startControlServer(deps: ControlServerDeps): Promise<Contr
       try {
         conn = await listener.accept();
       } catch (error) {
-        if (error instanceof Deno.errors.BadResource || deps.stopping.aborted) return;
+        if (
+          error instanceof Deno.errors.BadResource || deps.stopping.aborted ||
+          retired.has(listener)
+        ) return;
         // EMFILE and the like: keep serving once resources are back.
         deps.logger.error(
           `Control accept failed: ${error instanceof Error ? error.message : error}`,
@@ -100,8 +109,48 @@ export async function startControlServer(deps: ControlServerDeps): Promise<Contr
     }
   }
 
-  const loops = listeners.map(acceptLoop);
+  let loops = listeners.map(acceptLoop);
   let closing: Promise<void> | undefined;
+  let reloading: Promise<boolean> = Promise.resolve(false);
+
+  // Deno has no way to swap the certificate of a TLS listener, and a second
+  // socket on the same port needs SO_REUSEPORT on both (unstable): so close
+  // the old listeners, then bind the same addresses again. Connections
+  // arriving in between are refused; clients retry.
+  async function rebind(): Promise<boolean> {
+    const next = deps.tls();
+    if (!config.enableSsl || closing || next === undefined) return false;
+    if (next.cert === tls?.cert && next.key === tls?.key) return false;
+    const old = listeners;
+    for (const listener of old) {
+      retired.add(listener);
+      listener.close();
+    }
+    await Promise.all(loops);
+    const fresh: Deno.Listener[] = [];
+    let failure: unknown;
+    for (const listener of old) {
+      const { hostname, port } = listener.addr as Deno.NetAddr;
+      try {
+        fresh.push(await bindRetrying(() => bind(hostname, port, next)));
+      } catch (error) {
+        // Keep serving with the old material rather than not at all.
+        failure = error;
+        try {
+          fresh.push(await bindRetrying(() => bind(hostname, port, tls)));
+        } catch { /* the error below says it */ }
+      }
+    }
+    listeners = fresh;
+    loops = fresh.map(acceptLoop);
+    if (fresh.length === 0) {
+      throw new Error("Cannot listen for control connections again", { cause: failure });
+    }
+    if (failure !== undefined) throw failure;
+    tls = next;
+    return true;
+  }
+
   return {
     addresses: listeners.map((l) => {
       const addr = l.addr as Deno.NetAddr;
@@ -109,13 +158,30 @@ export async function startControlServer(deps: ControlServerDeps): Promise<Contr
     }),
     close() {
       closing ??= (async () => {
+        await reloading.catch(() => {});
         for (const listener of listeners) listener.close();
         await Promise.all(loops);
         await Promise.allSettled([...handlers]);
       })();
       return closing;
     },
+    reloadTls() {
+      reloading = reloading.catch(() => false).then(rebind);
+      return reloading;
+    },
   };
+}
+
+/** Binds, retrying briefly while the old socket on the port is released. */
+async function bindRetrying(bind: () => Deno.Listener): Promise<Deno.Listener> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return bind();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AddrInUse) || attempt >= 40) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
 }
 
 async function refuseBusy(control: Duplex, logger: Logger): Promise<void> {
