@@ -69,7 +69,7 @@ async function stream(conn: Deno.Conn, total: number): Promise<void> {
 }
 
 /** Serves one connection until the client goes away. */
-async function serve(conn: Deno.Conn): Promise<void> {
+async function serve(conn: Deno.TcpConn): Promise<void> {
   conn.setNoDelay(true);
   const version = new Uint8Array(12);
   const one = new Uint8Array(1);

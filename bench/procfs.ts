@@ -10,38 +10,51 @@ export const CLOCK_TICKS = Number(
     .trim(),
 ) || 100;
 
-/** User plus system CPU seconds of one process (all its threads). */
-function ownCpuSeconds(pid: number): number {
+/** The fields of /proc/<pid>/stat after the command name (field 3 first). */
+function statFields(pid: number | string): string[] {
   const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  // Fields after the parenthesised command name start at field 3 (state).
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-}
-
-function children(pid: number): number[] {
-  const result: number[] = [];
-  for (const task of safeReadDir(`/proc/${pid}/task`)) {
-    const text = safeRead(`/proc/${pid}/task/${task}/children`);
-    for (const child of text.split(" ")) if (child.trim()) result.push(Number(child));
-  }
-  return result;
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
 }
 
 /**
- * CPU seconds of `pid` and every live descendant (socat and websockify fork
- * one child per connection). Read while the connections are still open.
+ * `pid` and all its live descendants (socat and websockify fork one child
+ * per connection), found by parent PID: /proc/<pid>/task/<tid>/children
+ * needs CONFIG_PROC_CHILDREN, which not every kernel has.
  */
-export function cpuSeconds(pid: number): number {
-  let total = 0;
+export function processTree(pid: number): number[] {
+  const childrenOf = new Map<number, number[]>();
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const parent = Number(statFields(entry.name)[1]);
+      const list = childrenOf.get(parent) ?? [];
+      list.push(Number(entry.name));
+      childrenOf.set(parent, list);
+    } catch {
+      // Exited meanwhile.
+    }
+  }
+  const tree: number[] = [];
   const pending = [pid];
   while (pending.length > 0) {
     const next = pending.pop()!;
+    tree.push(next);
+    pending.push(...(childrenOf.get(next) ?? []));
+  }
+  return tree;
+}
+
+/** User plus system CPU seconds of `pid` and its live descendants (all threads). */
+export function cpuSeconds(pid: number): number {
+  let total = 0;
+  for (const member of processTree(pid)) {
     try {
-      total += ownCpuSeconds(next);
+      const fields = statFields(member);
+      // utime and stime are fields 14 and 15.
+      total += (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
     } catch {
-      continue; // Exited meanwhile.
+      // Exited meanwhile.
     }
-    pending.push(...children(next));
   }
   return total;
 }
@@ -52,12 +65,13 @@ export function rssMb(pid: number): number {
   return match ? Number(match[1]) * 1024 / 1e6 : NaN;
 }
 
-/** Soft limit on open files of `pid`. */
-export function openFilesLimit(pid: number | "self" = "self"): number {
-  const match = /^Max open files\s+(\d+|unlimited)/m.exec(
+/** Soft and hard limits on open files of `pid`. */
+export function openFilesLimit(pid: number | "self" = "self"): { soft: number; hard: number } {
+  const match = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(
     Deno.readTextFileSync(`/proc/${pid}/limits`),
   );
-  return match?.[1] === "unlimited" ? Infinity : Number(match?.[1] ?? 0);
+  const parse = (text: string | undefined) => text === "unlimited" ? Infinity : Number(text ?? 0);
+  return { soft: parse(match?.[1]), hard: parse(match?.[2]) };
 }
 
 /** The machine, as printed above the table. */
@@ -92,13 +106,5 @@ function safeRead(path: string): string {
     return Deno.readTextFileSync(path);
   } catch {
     return "";
-  }
-}
-
-function safeReadDir(path: string): string[] {
-  try {
-    return [...Deno.readDirSync(path)].map((entry) => entry.name);
-  } catch {
-    return [];
   }
 }

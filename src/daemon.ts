@@ -94,11 +94,6 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
         { cause: error },
       );
     }
-    logger.info(
-      `Listening for control connections on ${control.addresses.join(", ")}` +
-        (config.enableSsl ? " (TLS)" : "") +
-        `, forwarding ports ${config.minPort}-${config.maxPort} on ${config.proxyListenAddress}`,
-    );
 
     const server = control;
     const stopRequested = Promise.withResolvers<string>();
@@ -132,6 +127,13 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
       Deno.addSignalListener(sig, handler);
       signalHandlers.push([sig, handler]);
     }
+    // Logged once the signal handlers are in place: a SIGHUP right after
+    // this line must reload, not kill (the default action).
+    logger.info(
+      `Listening for control connections on ${control.addresses.join(", ")}` +
+        (config.enableSsl ? " (TLS)" : "") +
+        `, forwarding ports ${config.minPort}-${config.maxPort} on ${config.proxyListenAddress}`,
+    );
     deps.onReady?.(control.addresses);
 
     const cause = await stopRequested.promise;

@@ -1,0 +1,400 @@
+/**
+ * `deno task bench [--quick]`: measures vncauthproxy (`vnc` and `vnc-ws`)
+ * against a direct connection to a fake VNC server and against socat and
+ * websockify, prints the machine and one markdown table, and writes the raw
+ * figures to `bench/results/<timestamp>.json`.
+ *
+ * `--quick` runs small sizes in a few seconds and only checks that every
+ * scenario completed (exit status 1 otherwise); full mode prints the
+ * issue's targets as PASS/MISS and never fails on them.
+ *
+ * @module
+ */
+
+import { machineInfo } from "./procfs.ts";
+import {
+  createUsersFile,
+  type Daemon,
+  type FakeServer,
+  installed,
+  raiseOwnOpenFiles,
+  type Reference,
+  startDaemon,
+  startFakeServer,
+  startSocat,
+  startWebsockify,
+  type UsersFile,
+  WANTED_OPEN_FILES,
+} from "./processes.ts";
+import {
+  type BenchResults,
+  type BenchSizes,
+  formatTable,
+  type Outcome,
+  type TargetName,
+} from "./report.ts";
+import {
+  concurrency,
+  describe,
+  echo,
+  passwordCheck,
+  setupLatency,
+  storm,
+  throughput,
+} from "./scenarios.ts";
+import {
+  proxyTarget,
+  type ProxyType,
+  type Target,
+  tcpTarget,
+  websockifyTarget,
+} from "./sessions.ts";
+
+const MIB = 1024 * 1024;
+const POOL = { minPort: 20_000, maxPort: 26_000 };
+
+const FULL: BenchSizes = {
+  tcpBytes: 1024 * MIB,
+  wsBytes: 256 * MIB,
+  setups: 500,
+  storm: 200,
+  stormInflight: 64,
+  echoes: 2_000,
+  sessions: [1_000, 5_000],
+  bytesEach: MIB,
+};
+
+const QUICK: BenchSizes = {
+  tcpBytes: 32 * MIB,
+  wsBytes: 32 * MIB,
+  setups: 20,
+  storm: 20,
+  stormInflight: 64,
+  echoes: 20,
+  sessions: [50],
+  bytesEach: MIB,
+};
+
+const encoder = new TextEncoder();
+
+/** Writes a line to stdout (the table and the machine). */
+function print(text: string): void {
+  Deno.stdout.writeSync(encoder.encode(text + "\n"));
+}
+
+/** Writes a progress line to stderr. */
+function progress(text: string): void {
+  Deno.stderr.writeSync(encoder.encode(`bench: ${text}\n`));
+}
+
+/** Rejects after `ms`, so one stuck scenario cannot hang the run. */
+function timeout(ms: number, what: string): { promise: Promise<never>; cancel(): void } {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const promise = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms / 1000} s`)), ms);
+  });
+  return { promise, cancel: () => clearTimeout(timer) };
+}
+
+/**
+ * Runs one scenario with a time limit, recording its outcome; `incomplete`
+ * returns a reason when the run finished but not every operation succeeded.
+ */
+async function scenario<T>(
+  name: string,
+  limitMs: number,
+  run: () => Promise<T>,
+  incomplete?: (result: T) => string | undefined,
+): Promise<Outcome<T>> {
+  progress(`${name} ...`);
+  const started = performance.now();
+  const limit = timeout(limitMs, name);
+  let outcome: Outcome<T>;
+  try {
+    const result = await Promise.race([run(), limit.promise]);
+    const seconds = Math.round(performance.now() - started) / 1000;
+    const reason = incomplete?.(result);
+    outcome = reason === undefined
+      ? { status: "ok", seconds, result }
+      : { status: "incomplete", seconds, result, error: reason };
+  } catch (error) {
+    const seconds = Math.round(performance.now() - started) / 1000;
+    outcome = { status: "failed", seconds, error: describe(error) };
+  } finally {
+    limit.cancel();
+  }
+  const detail = outcome.error ? `: ${outcome.error}` : "";
+  progress(`${name} ${outcome.status} in ${outcome.seconds} s${detail}`);
+  return outcome;
+}
+
+function skipped<T>(status: "unavailable" | "not installed", error: string): Outcome<T> {
+  return { status, seconds: 0, error };
+}
+
+/** Tries one `vnc-ws` session; the reason when the daemon cannot serve it. */
+async function probeWebSocket(target: Target): Promise<string | undefined> {
+  const limit = timeout(10_000, "vnc-ws probe");
+  try {
+    const session = await Promise.race([target.open(), limit.promise]);
+    session.stream.close();
+    return undefined;
+  } catch (error) {
+    return describe(error);
+  } finally {
+    limit.cancel();
+  }
+}
+
+interface Context {
+  readonly sizes: BenchSizes;
+  readonly quick: boolean;
+  readonly users: UsersFile;
+  readonly fake: FakeServer;
+  readonly socat?: Reference;
+  readonly websockify?: Reference;
+  readonly results: BenchResults;
+}
+
+function referenceTargets(ctx: Context, ws: boolean): Partial<Record<TargetName, Target>> {
+  const targets: Partial<Record<TargetName, Target>> = {
+    direct: tcpTarget("direct", ctx.fake.port),
+  };
+  if (!ws && ctx.socat) targets.socat = tcpTarget("socat", ctx.socat.port, ctx.socat.pid);
+  if (ws && ctx.websockify) {
+    targets.websockify = websockifyTarget(ctx.websockify.port, ctx.websockify.pid);
+  }
+  return targets;
+}
+
+/** Throughput, echo, set-up, storm: one daemon for all of them. */
+async function runSessionScenarios(ctx: Context): Promise<string | undefined> {
+  const { sizes, results } = ctx;
+  const limitMs = ctx.quick ? 60_000 : 180_000;
+  await using daemon: Daemon = await startDaemon(ctx.users, ctx.fake.port, POOL);
+  const vnc = proxyTarget("vnc", daemon.endpoint, daemon.pid);
+  const vncWs = proxyTarget("vnc-ws", daemon.endpoint, daemon.pid);
+  const wsUnavailable = await probeWebSocket(vncWs);
+  if (wsUnavailable) progress(`vnc-ws unavailable: ${wsUnavailable}`);
+
+  const plan: [TargetName, Target | undefined, number][] = [
+    ["direct", referenceTargets(ctx, false).direct, sizes.tcpBytes],
+    ["socat", referenceTargets(ctx, false).socat, sizes.tcpBytes],
+    ["vnc", vnc, sizes.tcpBytes],
+    ["websockify", referenceTargets(ctx, true).websockify, sizes.wsBytes],
+    ["vnc-ws", vncWs, sizes.wsBytes],
+  ];
+  for (const [name, target, bytes] of plan) {
+    results.throughput[name] = skipIf(name, target, wsUnavailable) ??
+      await scenario(
+        `throughput ${name}`,
+        limitMs,
+        () => throughput(target!, bytes, Math.min(bytes, 16 * MIB)),
+      );
+  }
+  for (const [name, target] of plan) {
+    results.echo[name] = skipIf(name, target, wsUnavailable) ??
+      await scenario(`echo ${name}`, limitMs, () => echo(target!, sizes.echoes, 20));
+  }
+  for (const [type, target] of [["vnc", vnc], ["vnc-ws", vncWs]] as const) {
+    results.setup[type] = skipIf(type, target, wsUnavailable) ??
+      await scenario(
+        `set-up ${type} x${sizes.setups}`,
+        limitMs,
+        () => setupLatency(target, sizes.setups, 5),
+        allSucceeded,
+      );
+  }
+  for (const [type, target] of [["vnc", vnc], ["vnc-ws", vncWs]] as const) {
+    results.storm[type] = skipIf(type, target, wsUnavailable) ??
+      await scenario(
+        `storm ${type} x${sizes.storm}`,
+        limitMs,
+        () => storm(target, sizes.storm, sizes.stormInflight),
+        allSucceeded,
+      );
+  }
+  return wsUnavailable;
+}
+
+function allSucceeded(r: { attempted: number; succeeded: number; firstError?: string }) {
+  return r.succeeded === r.attempted
+    ? undefined
+    : `${r.succeeded}/${r.attempted} succeeded; first error: ${r.firstError}`;
+}
+
+function allStreamed(r: { sessions: number; streamed: number; firstError?: string }) {
+  return r.streamed === r.sessions
+    ? undefined
+    : `${r.streamed}/${r.sessions} streamed; first error: ${r.firstError}`;
+}
+
+function skipIf<T>(
+  name: TargetName,
+  target: Target | undefined,
+  wsUnavailable: string | undefined,
+): Outcome<T> | undefined {
+  if (name === "vnc-ws" && wsUnavailable !== undefined) {
+    return skipped("unavailable", wsUnavailable);
+  }
+  if (target === undefined) return skipped("not installed", `${name} is not installed`);
+  return undefined;
+}
+
+/**
+ * Sessions at once, largest count first; the daemon is fresh per type so
+ * its memory at start is its real baseline.
+ */
+async function runConcurrency(ctx: Context, wsUnavailable: string | undefined): Promise<void> {
+  const { sizes, results } = ctx;
+  const limitMs = ctx.quick ? 60_000 : 240_000;
+  const counts = [...sizes.sessions].sort((a, b) => b - a);
+  const largest = counts[0]!;
+  const options = (measureMemory: boolean) => ({
+    bytesEach: sizes.bytesEach,
+    openInflight: 64,
+    measureMemory,
+  });
+  for (const n of counts) results.concurrency[String(n)] = {};
+  for (const [name, target] of Object.entries(referenceTargets(ctx, false))) {
+    for (const n of counts) {
+      results.concurrency[String(n)]![name as TargetName] = await scenario(
+        `${n} sessions ${name}`,
+        limitMs,
+        () => concurrency(target, n, options(false)),
+        allStreamed,
+      );
+    }
+  }
+  if (!ctx.socat) {
+    for (const n of counts) {
+      results.concurrency[String(n)]!.socat = skipped("not installed", "socat is not installed");
+    }
+  }
+  for (const type of ["vnc", "vnc-ws"] as ProxyType[]) {
+    if (type === "vnc-ws" && wsUnavailable !== undefined) {
+      for (const n of counts) {
+        results.concurrency[String(n)]![type] = skipped("unavailable", wsUnavailable);
+      }
+      continue;
+    }
+    await using daemon = await startDaemon(ctx.users, ctx.fake.port, POOL);
+    // Let the fresh daemon settle before its baseline RSS is read.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const target = proxyTarget(type, daemon.endpoint, daemon.pid);
+    for (const n of counts) {
+      results.concurrency[String(n)]![type] = await scenario(
+        `${n} sessions ${type}`,
+        limitMs,
+        () => concurrency(target, n, options(n === largest)),
+        allStreamed,
+      );
+    }
+  }
+}
+
+function timestamp(): string {
+  return new Date().toISOString().replace(/[:.]/g, "-");
+}
+
+/** Every outcome of the run, flattened, for the exit status. */
+function outcomes(results: BenchResults): [string, Outcome<unknown>][] {
+  const list: [string, Outcome<unknown>][] = [];
+  if (results.password) list.push(["password", results.password]);
+  for (const family of ["throughput", "echo", "setup", "storm"] as const) {
+    for (const [name, outcome] of Object.entries(results[family])) {
+      list.push([`${family} ${name}`, outcome as Outcome<unknown>]);
+    }
+  }
+  for (const [n, family] of Object.entries(results.concurrency)) {
+    for (const [name, outcome] of Object.entries(family)) {
+      list.push([`${n} sessions ${name}`, outcome as Outcome<unknown>]);
+    }
+  }
+  return list;
+}
+
+async function main(args: string[]): Promise<number> {
+  const unknown = args.filter((a) => a !== "--quick");
+  if (unknown.length > 0) {
+    progress(`unknown arguments: ${unknown.join(" ")}\nUsage: deno task bench [--quick]`);
+    return 2;
+  }
+  const quick = args.includes("--quick");
+  const sizes = quick ? QUICK : FULL;
+  const started = performance.now();
+
+  const ownLimit = raiseOwnOpenFiles();
+  const machine = machineInfo();
+  print(`## vncauthproxy bench (${quick ? "quick" : "full"})\n`);
+  print(
+    `Machine: ${machine.nproc} CPUs, ${machine.cpuModel}, ${machine.memoryGb.toFixed(1)} GB, ` +
+      `Linux ${machine.kernel}, Deno ${machine.deno.deno} (V8 ${machine.deno.v8}); ` +
+      `open files ${ownLimit}${
+        ownLimit < WANTED_OPEN_FILES ? " (hard limit, not raisable)" : ""
+      }\n`,
+  );
+  if (ownLimit < 3 * Math.max(...sizes.sessions)) {
+    progress(`warning: open-files limit ${ownLimit} may be too low for the largest session count`);
+  }
+
+  const results: BenchResults = { throughput: {}, echo: {}, setup: {}, storm: {}, concurrency: {} };
+  await using users = await createUsersFile();
+  await using fake = await startFakeServer();
+  await using socat = installed("socat") ? await startSocat(fake.port) : undefined;
+  await using websockify = installed("websockify") ? await startWebsockify(fake.port) : undefined;
+  const ctx: Context = {
+    sizes,
+    quick,
+    users,
+    fake,
+    ...(socat ? { socat } : {}),
+    ...(websockify ? { websockify } : {}),
+    results,
+  };
+
+  results.password = await scenario(
+    "password check",
+    30_000,
+    () => passwordCheck(users.path, users.user, users.password, quick ? 20 : 1_000),
+  );
+  const wsUnavailable = await runSessionScenarios(ctx);
+  await runConcurrency(ctx, wsUnavailable);
+
+  const full = !quick;
+  print(formatTable(results, sizes, full));
+  const totalSeconds = Math.round(performance.now() - started) / 1000;
+  const failures = outcomes(results).filter(([, o]) =>
+    o.status === "failed" || (quick && o.status === "incomplete")
+  );
+  const unavailable = outcomes(results).filter(([, o]) => o.status === "unavailable");
+  print("");
+  if (unavailable.length > 0) {
+    print(`Unavailable: ${unavailable.map(([n]) => n).join(", ")} (${unavailable[0]![1].error})`);
+  }
+  for (const [name, outcome] of failures) print(`FAILED ${name}: ${outcome.error}`);
+  print(`Ran in ${totalSeconds} s.`);
+
+  const dir = new URL("./results/", import.meta.url).pathname;
+  await Deno.mkdir(dir, { recursive: true });
+  const file = `${dir}${timestamp()}${quick ? "-quick" : ""}.json`;
+  await Deno.writeTextFile(
+    file,
+    JSON.stringify(
+      {
+        mode: quick ? "quick" : "full",
+        machine,
+        openFiles: ownLimit,
+        sizes,
+        totalSeconds,
+        results,
+      },
+      null,
+      2,
+    ) + "\n",
+  );
+  print(`Raw figures: ${file}`);
+  return failures.length > 0 ? 1 : 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

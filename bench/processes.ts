@@ -1,0 +1,307 @@
+/**
+ * The processes a bench run starts: the fake VNC server, the daemon (with
+ * a users file made by `main.ts passwd add`), and the socat and websockify
+ * references. Each runs under `prlimit` with a high open-files limit, and
+ * its output is drained continuously (the daemon logs synchronously, so an
+ * unread pipe would stall it).
+ *
+ * @module
+ */
+
+import { openFilesLimit, processTree } from "./procfs.ts";
+import type { ProxyEndpoint } from "./sessions.ts";
+
+/** Open-files limit wanted for every process of the bench. */
+export const WANTED_OPEN_FILES = 65_536;
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+const FAKE_SERVER = new URL("./fake_vnc_server.ts", import.meta.url).pathname;
+/** The permissions of `deno task compile`. */
+const DAEMON_PERMISSIONS = ["--allow-net", "--allow-read", "--allow-write", "--allow-sys=hostname"];
+const KEPT_LINES = 40;
+
+/** A started process whose output is drained. */
+export interface Started extends AsyncDisposable {
+  /** Its PID (prlimit execs the command, so this is the command's). */
+  readonly pid: number;
+  /** The last output lines, for error messages. */
+  readonly lines: string[];
+  /** Whether it has exited. */
+  readonly exited: boolean;
+}
+
+/** Whether `command` is on PATH. */
+export function installed(command: string): boolean {
+  try {
+    return new Deno.Command("sh", { args: ["-c", `command -v ${command}`] }).outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+const HAS_PRLIMIT = installed("prlimit");
+
+/**
+ * The open-files limit children get: {@linkcode WANTED_OPEN_FILES} when
+ * raising the hard limit is permitted (CAP_SYS_RESOURCE), else the hard
+ * limit. Set by {@linkcode raiseOwnOpenFiles}.
+ */
+let openFiles = openFilesLimit().hard;
+
+/**
+ * Raises this process's open-files limit with `prlimit --pid` (soft and
+ * hard to {@linkcode WANTED_OPEN_FILES} when permitted, else soft to the
+ * hard limit) and returns the limit now in force for it and its children.
+ */
+export function raiseOwnOpenFiles(): number {
+  if (HAS_PRLIMIT) {
+    for (const limit of [WANTED_OPEN_FILES, openFilesLimit().hard]) {
+      const ok = new Deno.Command("prlimit", {
+        args: ["--pid", String(Deno.pid), `--nofile=${limit}:${limit}`],
+        stdout: "null",
+        stderr: "null",
+      }).outputSync().success;
+      if (ok) break;
+    }
+  }
+  openFiles = openFilesLimit().soft;
+  return openFiles;
+}
+
+/**
+ * Spawns `command` under prlimit, drains stdout and stderr line by line,
+ * and resolves once a line matches `ready` (with the match), or rejects
+ * when it exits first or `timeoutMs` passes.
+ */
+async function spawn(
+  command: string,
+  args: string[],
+  ready: RegExp | undefined,
+  timeoutMs = 20_000,
+): Promise<{ started: Started; match: RegExpExecArray | undefined }> {
+  const [cmd, cmdArgs] = HAS_PRLIMIT
+    ? ["prlimit", [`--nofile=${openFiles}:${openFiles}`, "--", command, ...args]]
+    : [command, args];
+  const child = new Deno.Command(cmd, {
+    args: cmdArgs,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const lines: string[] = [];
+  let exited = false;
+  const found = Promise.withResolvers<RegExpExecArray | undefined>();
+  if (ready === undefined) found.resolve(undefined);
+  async function drain(stream: ReadableStream<Uint8Array>): Promise<void> {
+    let rest = "";
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      rest += chunk;
+      const parts = rest.split("\n");
+      rest = parts.pop()!;
+      for (const line of parts) {
+        lines.push(line);
+        if (lines.length > KEPT_LINES) lines.shift();
+        const match = ready?.exec(line);
+        if (match) found.resolve(match);
+      }
+    }
+  }
+  const draining = Promise.all([drain(child.stdout), drain(child.stderr)]).catch(() => {});
+  const status = child.status.then((s) => {
+    exited = true;
+    found.reject(new Error(`${command} exited (${s.code}): ${lines.join("\n")}`));
+    return s;
+  });
+  const started: Started = {
+    pid: child.pid,
+    lines,
+    get exited() {
+      return exited;
+    },
+    async [Symbol.asyncDispose]() {
+      if (!exited) {
+        // The tree includes forked per-connection children of the references.
+        for (const pid of processTree(child.pid).reverse()) signal(pid, "SIGTERM");
+      }
+      const timer = setTimeout(() => signal(child.pid, "SIGKILL"), 10_000);
+      await status;
+      clearTimeout(timer);
+      await draining;
+    },
+  };
+  const timer = setTimeout(
+    () => found.reject(new Error(`${command} not ready within ${timeoutMs} ms: ${lines}`)),
+    timeoutMs,
+  );
+  try {
+    return { started, match: await found.promise };
+  } catch (error) {
+    await started[Symbol.asyncDispose]();
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function signal(pid: number, name: Deno.Signal): void {
+  try {
+    Deno.kill(pid, name);
+  } catch {
+    // Already gone.
+  }
+}
+
+/** A started fake VNC server and its port. */
+export interface FakeServer extends Started {
+  /** Its port on 127.0.0.1. */
+  readonly port: number;
+}
+
+/** Starts `bench/fake_vnc_server.ts` in its own process. */
+export async function startFakeServer(): Promise<FakeServer> {
+  const { started, match } = await spawn(
+    Deno.execPath(),
+    ["run", "--allow-net", FAKE_SERVER],
+    /^PORT (\d+)$/,
+  );
+  return Object.assign(started, { port: Number(match![1]) });
+}
+
+/** The control user the bench creates. */
+const CONTROL_USER = "bench";
+const CONTROL_PASSWORD = "bench-control-secret";
+
+/** A users file made by the CLI, in a temporary directory. */
+export interface UsersFile extends AsyncDisposable {
+  /** Its path. */
+  readonly path: string;
+  /** The user in it. */
+  readonly user: string;
+  /** That user's password. */
+  readonly password: string;
+}
+
+/** Makes a users file with `main.ts passwd add FILE USER -p PASSWORD`. */
+export async function createUsersFile(): Promise<UsersFile> {
+  const dir = await Deno.makeTempDir({ prefix: "vap-bench-" });
+  const path = `${dir}/users`;
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...DAEMON_PERMISSIONS,
+      MAIN,
+      "passwd",
+      "add",
+      path,
+      CONTROL_USER,
+      "-p",
+      CONTROL_PASSWORD,
+    ],
+    stdin: "null",
+  }).output();
+  if (!output.success) {
+    await Deno.remove(dir, { recursive: true });
+    throw new Error(`passwd add failed: ${new TextDecoder().decode(output.stderr)}`);
+  }
+  return {
+    path,
+    user: CONTROL_USER,
+    password: CONTROL_PASSWORD,
+    async [Symbol.asyncDispose]() {
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+/** A running daemon. */
+export interface Daemon extends Started {
+  /** How sessions reach it. */
+  readonly endpoint: ProxyEndpoint;
+}
+
+/** Starts `main.ts` with a pool of `minPort`..`maxPort` and no port rest. */
+export async function startDaemon(
+  users: UsersFile,
+  serverPort: number,
+  options: { minPort: number; maxPort: number },
+): Promise<Daemon> {
+  const { started, match } = await spawn(Deno.execPath(), [
+    "run",
+    ...DAEMON_PERMISSIONS,
+    MAIN,
+    "--listen-port=0",
+    `--auth-file=${users.path}`,
+    "--proxy-listen-address=127.0.0.1",
+    `--min-port=${options.minPort}`,
+    `--max-port=${options.maxPort}`,
+    "--port-cooldown=0",
+  ], /Listening for control connections on \S*?:(\d+)/);
+  const endpoint: ProxyEndpoint = {
+    controlPort: Number(match![1]),
+    user: users.user,
+    password: users.password,
+    serverPort,
+  };
+  return Object.assign(started, { endpoint });
+}
+
+/** A running reference relay and its port. */
+export interface Reference extends Started {
+  /** Its listening port on 127.0.0.1. */
+  readonly port: number;
+}
+
+/** `socat -b 1048576 TCP-LISTEN:P,fork,reuseaddr TCP:127.0.0.1:FAKE`. */
+export async function startSocat(serverPort: number): Promise<Reference> {
+  const port = freePort();
+  const { started } = await spawn("socat", [
+    "-b",
+    "1048576",
+    `TCP-LISTEN:${port},bind=127.0.0.1,fork,reuseaddr,backlog=1024`,
+    `TCP:127.0.0.1:${serverPort}`,
+  ], undefined);
+  await waitForPort(port, started);
+  return Object.assign(started, { port });
+}
+
+/** Debian's `websockify 127.0.0.1:P 127.0.0.1:FAKE`. */
+export async function startWebsockify(serverPort: number): Promise<Reference> {
+  const port = freePort();
+  const { started } = await spawn("websockify", [
+    `127.0.0.1:${port}`,
+    `127.0.0.1:${serverPort}`,
+  ], undefined);
+  await waitForPort(port, started);
+  return Object.assign(started, { port });
+}
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/** Waits until something listens on `port`, without opening a session. */
+async function waitForPort(port: number, started: Started, timeoutMs = 10_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (performance.now() < deadline) {
+    if (started.exited) throw new Error(`Exited before listening: ${started.lines.join("\n")}`);
+    if (listening(port)) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  await started[Symbol.asyncDispose]();
+  throw new Error(`Nothing listens on port ${port} after ${timeoutMs} ms`);
+}
+
+/** Looks for a listening socket on 127.0.0.1:`port` in /proc/net/tcp. */
+function listening(port: number): boolean {
+  const hex = port.toString(16).toUpperCase().padStart(4, "0");
+  const table = Deno.readTextFileSync("/proc/net/tcp");
+  // Local address 0100007F:PORT, state 0A (LISTEN).
+  return table.split("\n").some((line) => {
+    const fields = line.trim().split(/\s+/);
+    return fields[1] === `0100007F:${hex}` && fields[3] === "0A";
+  });
+}

@@ -1,0 +1,279 @@
+/**
+ * The bench's results and their one markdown table: each figure of
+ * vncauthproxy next to the direct connection (the physical limit) and the
+ * matching reference relay (socat for `vnc`, websockify for `vnc-ws`), with
+ * ratios, and in full mode the issue's targets as PASS/MISS.
+ *
+ * @module
+ */
+
+import type {
+  ConcurrencyResult,
+  EchoResult,
+  PasswordCheckResult,
+  SetupResult,
+  ThroughputResult,
+} from "./scenarios.ts";
+import type { ProxyType } from "./sessions.ts";
+import { round } from "./stats.ts";
+
+/** Everything a session can go through. */
+export type TargetName = "direct" | "socat" | "websockify" | ProxyType;
+
+/** How one scenario went. */
+export interface Outcome<T> {
+  /**
+   * `ok`; `incomplete` (ran, but not every operation succeeded); `failed`
+   * (threw or timed out); `unavailable` (the daemon cannot serve the type
+   * yet); `not installed` (reference missing).
+   */
+  readonly status: "ok" | "incomplete" | "failed" | "unavailable" | "not installed";
+  /** Wall seconds the scenario took. */
+  readonly seconds: number;
+  /** Its figures, when it ran. */
+  readonly result?: T;
+  /** Why it failed or is unavailable. */
+  readonly error?: string;
+}
+
+/** All figures of one run. */
+export interface BenchResults {
+  /** Cost of `UserDb.verify`. */
+  password?: Outcome<PasswordCheckResult>;
+  /** Bulk server→client transfer, per target. */
+  throughput: Partial<Record<TargetName, Outcome<ThroughputResult>>>;
+  /** 64-byte round trips, per target. */
+  echo: Partial<Record<TargetName, Outcome<EchoResult>>>;
+  /** Sequential set-ups, per proxy type. */
+  setup: Partial<Record<ProxyType, Outcome<SetupResult>>>;
+  /** Set-ups with many in flight, per proxy type. */
+  storm: Partial<Record<ProxyType, Outcome<SetupResult>>>;
+  /** Sessions open at once, by count, per target. */
+  concurrency: Record<string, Partial<Record<TargetName, Outcome<ConcurrencyResult>>>>;
+}
+
+/** Sizes of a run. */
+export interface BenchSizes {
+  /** Bytes of the TCP throughput runs. */
+  readonly tcpBytes: number;
+  /** Bytes of the WebSocket throughput runs. */
+  readonly wsBytes: number;
+  /** Sequential set-ups. */
+  readonly setups: number;
+  /** Storm set-ups, and how many in flight. */
+  readonly storm: number;
+  /** Storm concurrency. */
+  readonly stormInflight: number;
+  /** Timed echoes. */
+  readonly echoes: number;
+  /** Session counts of the concurrency runs (the largest also measures memory). */
+  readonly sessions: readonly number[];
+  /** Bytes each concurrent session streams. */
+  readonly bytesEach: number;
+}
+
+/** The issue's throughput floor: 2.5× snf-vncauthproxy's 684 MB/s. */
+const VNC_FLOOR_MBPS = 2.5 * 684;
+
+type Verdict = "PASS" | "MISS" | "";
+
+interface Row {
+  metric: string;
+  value: string;
+  direct: string;
+  xDirect: string;
+  reference: string;
+  xReference: string;
+  target: string;
+  verdict: Verdict;
+}
+
+function cell<T>(outcome: Outcome<T> | undefined, pick: (r: T) => number | undefined): string {
+  if (outcome === undefined) return "–";
+  if (outcome.result === undefined) return outcome.status;
+  const value = pick(outcome.result);
+  if (value === undefined || !Number.isFinite(value)) return "–";
+  const text = String(round(value));
+  return outcome.status === "ok" ? text : `${text} (${outcome.status})`;
+}
+
+function num<T>(outcome: Outcome<T> | undefined, pick: (r: T) => number | undefined) {
+  if (outcome?.result === undefined) return undefined;
+  const value = pick(outcome.result);
+  return value !== undefined && Number.isFinite(value) ? value : undefined;
+}
+
+function ratio(a: number | undefined, b: number | undefined): string {
+  if (a === undefined || b === undefined || b === 0) return "";
+  return `${round(a / b)}×`;
+}
+
+function verdict(ok: boolean | undefined): Verdict {
+  return ok === undefined ? "MISS" : ok ? "PASS" : "MISS";
+}
+
+/** A row comparing one figure of a proxy type with direct and its reference. */
+function compared<T>(
+  metric: string,
+  family: Partial<Record<TargetName, Outcome<T>>>,
+  type: ProxyType,
+  pick: (r: T) => number | undefined,
+  target = "",
+  judge?: (value: number, direct?: number, reference?: number) => boolean,
+): Row {
+  const referenceName: TargetName = type === "vnc" ? "socat" : "websockify";
+  const value = num(family[type], pick);
+  const direct = num(family.direct, pick);
+  const reference = num(family[referenceName], pick);
+  const judged = judge && value !== undefined ? judge(value, direct, reference) : undefined;
+  return {
+    metric: `${type} ${metric}`,
+    value: cell(family[type], pick),
+    direct: cell(family.direct, pick),
+    xDirect: ratio(value, direct),
+    reference: `${referenceName} ${cell(family[referenceName], pick)}`,
+    xReference: ratio(value, reference),
+    target,
+    verdict: judge ? verdict(judged) : "",
+  };
+}
+
+/** A row of a figure with no reference. */
+function alone<T>(
+  metric: string,
+  outcome: Outcome<T> | undefined,
+  pick: (r: T) => number | undefined,
+  target = "",
+  judge?: (value: number) => boolean,
+): Row {
+  const value = num(outcome, pick);
+  return {
+    metric,
+    value: cell(outcome, pick),
+    direct: "",
+    xDirect: "",
+    reference: "",
+    xReference: "",
+    target,
+    verdict: judge ? verdict(value === undefined ? undefined : judge(value)) : "",
+  };
+}
+
+/** Builds the table's rows from a run's results. */
+function rows(results: BenchResults, sizes: BenchSizes): Row[] {
+  const out: Row[] = [];
+  const t = results.throughput;
+  out.push(
+    compared(
+      "throughput MB/s",
+      t,
+      "vnc",
+      (r) => r.mbPerS,
+      `≥0.9× socat, ≥${VNC_FLOOR_MBPS}`,
+      (v, _d, ref) => ref !== undefined && v >= 0.9 * ref && v >= VNC_FLOOR_MBPS,
+    ),
+    compared("relay CPU % (1 core = 100)", t, "vnc", (r) => r.relayCpuPercent),
+    compared(
+      "throughput MB/s",
+      t,
+      "vnc-ws",
+      (r) => r.mbPerS,
+      "≥1.5× websockify",
+      (v, _d, ref) => ref !== undefined && v >= 1.5 * ref,
+    ),
+    compared("relay CPU % (1 core = 100)", t, "vnc-ws", (r) => r.relayCpuPercent),
+  );
+  for (const type of ["vnc", "vnc-ws"] as const) {
+    const setup = results.setup[type];
+    out.push(
+      alone(`${type} set-up p50 ms`, setup, (r) => r.ms.p50, "≤5", (v) => v <= 5),
+      alone(`${type} set-up p99 ms`, setup, (r) => r.ms.p99, "≤10", (v) => v <= 10),
+    );
+  }
+  out.push(
+    alone("password check, uncached ms", results.password, (r) => r.firstMs),
+    alone("password check, cached p50 ms", results.password, (r) => r.cachedMs.p50),
+  );
+  for (const type of ["vnc", "vnc-ws"] as const) {
+    const storm = results.storm[type];
+    out.push(
+      alone(
+        `${type} storm succeeded (of ${sizes.storm}, ${sizes.stormInflight} in flight)`,
+        storm,
+        (r) => r.succeeded,
+        `${sizes.storm}/${sizes.storm}`,
+        (v) => v === sizes.storm,
+      ),
+      alone(`${type} storm p99 ms`, storm, (r) => r.ms.p99),
+    );
+  }
+  const e = results.echo;
+  out.push(
+    compared(
+      "echo p50 µs",
+      e,
+      "vnc",
+      (r) => r.us.p50,
+      "≤1.2× socat",
+      (v, _d, ref) => ref !== undefined && v <= 1.2 * ref,
+    ),
+    compared("echo p99 µs", e, "vnc", (r) => r.us.p99),
+    compared("echo p50 µs", e, "vnc-ws", (r) => r.us.p50),
+    compared("echo p99 µs", e, "vnc-ws", (r) => r.us.p99),
+  );
+  const largest = Math.max(...sizes.sessions);
+  for (const type of ["vnc", "vnc-ws"] as const) {
+    for (const n of sizes.sessions) {
+      const family = results.concurrency[String(n)] ?? {};
+      out.push(
+        compared(
+          `${n} sessions streamed`,
+          family,
+          type,
+          (r) => r.streamed,
+          n === largest && type === "vnc" ? `${n}/${n}` : "",
+          n === largest && type === "vnc" ? (v) => v === n : undefined,
+        ),
+        compared(`${n} sessions aggregate MB/s`, family, type, (r) => r.aggregateMbPerS),
+      );
+    }
+    const family = results.concurrency[String(largest)] ?? {};
+    const memory = family[type];
+    const before = num(memory, (r) => r.memory?.beforeMb);
+    out.push(
+      alone(`${type} RSS MB at start`, memory, (r) => r.memory?.beforeMb),
+      alone(
+        `${type} RSS MB, ${largest} idle sessions`,
+        memory,
+        (r) => r.memory?.idleMb,
+        type === "vnc" ? "<150" : "",
+        type === "vnc" ? (v) => v < 150 : undefined,
+      ),
+      alone(`${type} RSS MB, right after all streamed`, memory, (r) => r.memory?.afterStreamMb),
+      alone(
+        `${type} RSS MB, after all closed`,
+        memory,
+        (r) => r.memory?.afterCloseMb,
+        type === "vnc" ? "≤1.25× start" : "",
+        type === "vnc" ? (v) => before !== undefined && v <= 1.25 * before : undefined,
+      ),
+    );
+  }
+  return out;
+}
+
+/** The markdown table; the target columns only in full mode. */
+export function formatTable(results: BenchResults, sizes: BenchSizes, full: boolean): string {
+  const header = ["metric", "vncauthproxy", "direct", "×direct", "reference", "×reference"];
+  if (full) header.push("target", "");
+  const lines = [
+    `| ${header.join(" | ")} |`,
+    `| ${header.map((_, i) => (i === 0 ? "---" : "---:")).join(" | ")} |`,
+  ];
+  for (const row of rows(results, sizes)) {
+    const cells = [row.metric, row.value, row.direct, row.xDirect, row.reference, row.xReference];
+    if (full) cells.push(row.target, row.verdict);
+    lines.push(`| ${cells.join(" | ")} |`);
+  }
+  return lines.join("\n");
+}
