@@ -220,15 +220,26 @@ export interface Daemon extends Started {
   readonly endpoint: ProxyEndpoint;
 }
 
+/** Options of {@linkcode startDaemon}. */
+export interface DaemonOptions {
+  /** First port of the pool. */
+  readonly minPort: number;
+  /** Last port of the pool. */
+  readonly maxPort: number;
+  /** Extra flags for `deno run`, e.g. `--cpu-prof`. @default {[]} */
+  readonly denoFlags?: readonly string[];
+}
+
 /** Starts `main.ts` with a pool of `minPort`..`maxPort` and no port rest. */
 export async function startDaemon(
   users: UsersFile,
   serverPort: number,
-  options: { minPort: number; maxPort: number },
+  options: DaemonOptions,
 ): Promise<Daemon> {
   const { started, match } = await spawn(Deno.execPath(), [
     "run",
     ...DAEMON_PERMISSIONS,
+    ...(options.denoFlags ?? []),
     MAIN,
     "--listen-port=0",
     `--auth-file=${users.path}`,

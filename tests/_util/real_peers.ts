@@ -896,7 +896,7 @@ export async function captureVnc(options: CaptureVncOptions): Promise<Image> {
           "-q",
           "-e",
           "-c",
-          ["gvnccapture", ...viewerArgs].map(shellQuote).join(" "),
+          `exec ${["gvnccapture", ...viewerArgs].map(shellQuote).join(" ")}`,
           "/dev/null",
         ],
         env: { SHELL: "/bin/sh" },
@@ -906,9 +906,11 @@ export async function captureVnc(options: CaptureVncOptions): Promise<Image> {
       });
     const child = command.spawn();
     let timedOut = false;
+    // SIGTERM first: `script` passes it on to gvnccapture and reaps it.
+    let stopped: Promise<unknown> | undefined;
     const timer = setTimeout(() => {
       timedOut = true;
-      signalChild(child, "SIGKILL");
+      stopped = stopChild(child);
     }, timeoutMs);
     const stdout = new OutputTail();
     const stderr = new OutputTail();
@@ -920,6 +922,7 @@ export async function captureVnc(options: CaptureVncOptions): Promise<Image> {
         drainInto(child.stderr, stderr),
       ]);
       status = await child.status;
+      await stopped;
       await typist?.close();
       await drained;
     } finally {
