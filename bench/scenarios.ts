@@ -23,6 +23,8 @@ export interface ThroughputResult {
   readonly mbPerS: number;
   /** CPU of the relaying process over the transfer, % of one core. */
   readonly relayCpuPercent?: number;
+  /** CPU of the bench itself (the reading client), % of one core. */
+  readonly clientCpuPercent: number;
 }
 
 /**
@@ -38,15 +40,18 @@ export async function throughput(
   try {
     await streamFromServer(stream, warmupBytes);
     const cpuBefore = target.pid === undefined ? 0 : cpuSeconds(target.pid);
+    const clientBefore = cpuSeconds(Deno.pid);
     const started = performance.now();
     await streamFromServer(stream, bytes);
     const seconds = (performance.now() - started) / 1000;
+    const client = cpuSeconds(Deno.pid) - clientBefore;
     const cpu = target.pid === undefined ? undefined : cpuSeconds(target.pid) - cpuBefore;
     return {
       bytes,
       seconds: round(seconds),
       mbPerS: round(bytes / MB / seconds),
       ...(cpu === undefined ? {} : { relayCpuPercent: round(100 * cpu / seconds) }),
+      clientCpuPercent: round(100 * client / seconds),
     };
   } finally {
     stream.close();

@@ -69,54 +69,68 @@ export async function setUpForwarding(
     throw new RefusalError("TLS is not configured");
   }
 
-  const host = request.destinationAddress.replace(/^\[(.*)\]$/, "$1");
-  const signal = AbortSignal.any([AbortSignal.timeout(config.serverTimeoutMs), deps.stopping]);
-  const backend = await openBackend({ host, port: request.destinationPort }, {
-    retries: config.connectRetries,
-    retryWaitMs: config.retryWaitMs,
-    signal,
-    logger,
-    ...(deps.connect ? { connect: deps.connect } : {}),
-  });
+  // DESIGN §4: take a port first (a full pool costs the VNC server nothing),
+  // then pin the VNC server, then listen.
+  let lease = deps.ports.acquire(request.sourcePort);
+  logger.debug(`Got port ${lease.port} from pool, ${deps.ports.available} remaining`);
+  let backend: Backend | undefined;
   try {
-    const { lease, listener } = await listen(request, deps, tls);
-    return new Forwarding(request, deps, { lease, listener, backend });
+    const host = request.destinationAddress.replace(/^\[(.*)\]$/, "$1");
+    const signal = AbortSignal.any([AbortSignal.timeout(config.serverTimeoutMs), deps.stopping]);
+    backend = await openBackend({ host, port: request.destinationPort }, {
+      retries: config.connectRetries,
+      retryWaitMs: config.retryWaitMs,
+      signal,
+      logger,
+      ...(deps.connect ? { connect: deps.connect } : {}),
+    });
+    for (let attempt = 1;; attempt++) {
+      const listener = await listen(lease.port, request, deps, tls);
+      if (listener !== undefined) {
+        return new Forwarding(request, deps, { lease, listener, backend });
+      }
+      // Something else holds the port: try another one from the pool.
+      lease.release();
+      if (request.sourcePort !== 0) throw new RefusalError("source port in use");
+      if (attempt >= BIND_ATTEMPTS) throw new RefusalError("no free ports");
+      lease = deps.ports.acquire();
+      logger.debug(`Got port ${lease.port} from pool, ${deps.ports.available} remaining`);
+    }
   } catch (error) {
-    backend.duplex.close();
+    backend?.duplex.close();
+    lease.release();
     throw error;
   }
 }
 
+/**
+ * Opens the viewer listener of `request`'s type on `port`; `undefined` when
+ * another process holds the port.
+ */
 async function listen(
+  port: number,
   request: ForwardRequest,
   deps: ForwardingDeps,
   tls: TlsMaterial | undefined,
-): Promise<{ lease: PortLease; listener: ClientListener }> {
-  const { config, logger, ports } = deps;
-  for (let attempt = 1;; attempt++) {
-    const lease = ports.acquire(request.sourcePort);
-    logger.debug(`Got port ${lease.port} from pool, ${ports.available} remaining`);
-    try {
-      const listener = request.type === "vnc"
-        ? await openTcpListener(config.proxyListenAddress, lease.port)
-        : await openWebSocketListener(config.proxyListenAddress, lease.port, {
-          logger,
-          pingIntervalMs: config.wsPingIntervalMs,
-          requestTimeoutMs: config.clientTimeoutMs,
-          ...(tls ? { tls } : {}),
-        });
-      return { lease, listener };
-    } catch (error) {
-      lease.release();
-      const where = formatHostPort(config.proxyListenAddress, lease.port);
-      if (!(error instanceof Deno.errors.AddrInUse)) {
-        logger.error(`Error binding to ${where}: ${describe(error)}`);
-        throw new RefusalError("cannot listen on the forwarded port", { cause: error });
-      }
+): Promise<ClientListener | undefined> {
+  const { config, logger } = deps;
+  try {
+    return request.type === "vnc"
+      ? await openTcpListener(config.proxyListenAddress, port)
+      : await openWebSocketListener(config.proxyListenAddress, port, {
+        logger,
+        pingIntervalMs: config.wsPingIntervalMs,
+        requestTimeoutMs: config.clientTimeoutMs,
+        ...(tls ? { tls } : {}),
+      });
+  } catch (error) {
+    const where = formatHostPort(config.proxyListenAddress, port);
+    if (error instanceof Deno.errors.AddrInUse) {
       logger.warn(`Error binding to ${where}: port taken by another process`);
-      if (request.sourcePort !== 0) throw new RefusalError("source port in use", { cause: error });
-      if (attempt >= BIND_ATTEMPTS) throw new RefusalError("no free ports", { cause: error });
+      return undefined;
     }
+    logger.error(`Error binding to ${where}: ${describe(error)}`);
+    throw new RefusalError("cannot listen on the forwarded port", { cause: error });
   }
 }
 
