@@ -44,10 +44,13 @@ export function processTree(pid: number): number[] {
   return tree;
 }
 
-/** User plus system CPU seconds of `pid` and its live descendants (all threads). */
-export function cpuSeconds(pid: number): number {
+/**
+ * User plus system CPU seconds of `pid` (all threads) and, unless
+ * `withChildren` is false, of its live descendants.
+ */
+export function cpuSeconds(pid: number, withChildren = true): number {
   let total = 0;
-  for (const member of processTree(pid)) {
+  for (const member of withChildren ? processTree(pid) : [pid]) {
     try {
       const fields = statFields(member);
       // utime and stime are fields 14 and 15.

@@ -40,11 +40,11 @@ export async function throughput(
   try {
     await streamFromServer(stream, warmupBytes);
     const cpuBefore = target.pid === undefined ? 0 : cpuSeconds(target.pid);
-    const clientBefore = cpuSeconds(Deno.pid);
+    const clientBefore = cpuSeconds(Deno.pid, false);
     const started = performance.now();
     await streamFromServer(stream, bytes);
     const seconds = (performance.now() - started) / 1000;
-    const client = cpuSeconds(Deno.pid) - clientBefore;
+    const client = cpuSeconds(Deno.pid, false) - clientBefore;
     const cpu = target.pid === undefined ? undefined : cpuSeconds(target.pid) - cpuBefore;
     return {
       bytes,

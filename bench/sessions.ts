@@ -71,7 +71,7 @@ export function websockifyTarget(port: number, pid?: number): Target {
     name: "websockify",
     ...(pid === undefined ? {} : { pid }),
     async open() {
-      const stream = await WsStream.connect(`ws://127.0.0.1:${port}/`, ["binary"]);
+      const stream = await WsStream.connect(port);
       return { stream: await noneHandshake(stream) };
     },
   };
@@ -85,9 +85,7 @@ export function proxyTarget(type: ProxyType, endpoint: ProxyEndpoint, pid: numbe
     async open() {
       const started = performance.now();
       const port = await requestForwarding(type, endpoint);
-      const stream = type === "vnc"
-        ? await TcpStream.connect(port)
-        : await WsStream.connect(`ws://127.0.0.1:${port}/`, ["binary"]);
+      const stream = type === "vnc" ? await TcpStream.connect(port) : await WsStream.connect(port);
       try {
         await vncAuthHandshake(stream);
         const setupMs = performance.now() - started;

@@ -154,10 +154,10 @@ export function decodePng(bytes: Uint8Array): Image {
     const type = String.fromCharCode(...bytes.subarray(offset + 4, offset + 8));
     const data = bytes.subarray(offset + 8, offset + 8 + length);
     if (data.length !== length) throw new SyntaxError(`Invalid PNG: truncated "${type}" chunk`);
-    offset += 12 + length; // Length, type, data, CRC.
     if (type === "IHDR") {
-      width = view.getUint32(offset - 12 - length + 8);
-      height = view.getUint32(offset - 12 - length + 12);
+      if (length !== 13) throw new SyntaxError(`Invalid PNG: IHDR of ${length} bytes`);
+      width = view.getUint32(offset + 8);
+      height = view.getUint32(offset + 12);
       const [depth, colorType, , , interlace] = data.subarray(8, 13);
       const channelsByType: Record<number, number> = { 0: 1, 2: 3, 4: 2, 6: 4 };
       channels = channelsByType[colorType] ?? 0;
@@ -171,6 +171,7 @@ export function decodePng(bytes: Uint8Array): Image {
     } else if (type === "IEND") {
       break;
     }
+    offset += 12 + length; // Length, type, data, CRC (not checked: the file is local).
   }
   if (channels === 0) throw new SyntaxError("Invalid PNG: missing IHDR chunk");
   const raw = new Uint8Array(inflateSync(concatBytes(idat)));
@@ -382,14 +383,25 @@ async function drainInto(
   }
 }
 
-/** Sends SIGTERM, then SIGKILL after a grace period, and waits for the exit. */
-async function stopChild(child: Deno.ChildProcess): Promise<Deno.CommandStatus> {
-  const grace = setTimeout(() => signalChild(child, "SIGKILL"), KILL_GRACE_MS);
+/**
+ * Waits up to `waitMs` for the child to exit by itself, then sends SIGTERM, then SIGKILL
+ * after a grace period, and waits for the exit.
+ */
+async function stopChild(child: Deno.ChildProcess, waitMs = 0): Promise<Deno.CommandStatus> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
   try {
+    if (waitMs > 0) {
+      const exited = await Promise.race([
+        child.status.then(() => true),
+        new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), waitMs)),
+      ]);
+      if (exited) return await child.status;
+    }
+    timer = setTimeout(() => signalChild(child, "SIGKILL"), KILL_GRACE_MS);
     signalChild(child, "SIGTERM");
     return await child.status;
   } finally {
-    clearTimeout(grace);
+    clearTimeout(timer);
   }
 }
 
@@ -468,7 +480,8 @@ export async function startXvnc(options: StartXvncOptions = {}): Promise<XvncSer
       throw new Error(`Cannot start Xvnc: ${server}`);
     }
   } catch (error) {
-    await Deno.remove(dir, { recursive: true });
+    // A started server removed the directory on dispose already.
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
     throw error;
   }
 }
@@ -555,7 +568,11 @@ class XvncProcess implements XvncServer {
     }).spawn();
     const stderr = new OutputTail();
     const stderrDrained = drainInto(child.stderr, stderr);
-    const timer = setTimeout(() => signalChild(child, "SIGKILL"), options.timeoutMs);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      signalChild(child, "SIGKILL");
+    }, options.timeoutMs);
     const reader = child.stdout.getReader();
     let stdout = "";
     try {
@@ -575,9 +592,10 @@ class XvncProcess implements XvncServer {
     if (display === undefined) {
       const status = await stopChild(child);
       await drained;
-      return `exit code ${status.code}${
-        status.signal ? ` (${status.signal})` : ""
-      }: ${stderr.text()}`;
+      const how = timedOut
+        ? `no display reported within ${options.timeoutMs} ms`
+        : `exit code ${status.code}`;
+      return `${how}: ${stderr.text()}`;
     }
     return new XvncProcess({
       port: options.port,
@@ -906,11 +924,13 @@ export async function captureVnc(options: CaptureVncOptions): Promise<Image> {
       });
     const child = command.spawn();
     let timedOut = false;
-    // SIGTERM first: `script` passes it on to gvnccapture and reaps it.
     let stopped: Promise<unknown> | undefined;
     const timer = setTimeout(() => {
       timedOut = true;
-      stopped = stopChild(child);
+      // `script` waits 2 s after passing SIGTERM on; ending its child first avoids that.
+      const viewers = childPids(child.pid);
+      for (const pid of viewers) signalPid(pid, "SIGTERM");
+      stopped = stopChild(child, viewers.length > 0 ? 1_000 : 0);
     }, timeoutMs);
     const stdout = new OutputTail();
     const stderr = new OutputTail();
@@ -932,7 +952,8 @@ export async function captureVnc(options: CaptureVncOptions): Promise<Image> {
       [stdout.text(), stderr.text()].filter((s) => s !== "").join("\n"),
       password,
     );
-    const target = `"${host}:${port}"`;
+    // gvnccapture's own messages name the display, port - 5900.
+    const target = `"${host}:${port}" (display ${port - VNC_BASE_PORT} to gvnccapture)`;
     if (timedOut) {
       throw new Error(`Viewer gvnccapture timed out after ${timeoutMs} ms on ${target}: ${output}`);
     }
@@ -987,6 +1008,24 @@ class PasswordTypist {
     this.#closed = true;
     clearTimeout(this.#timer);
     await this.#writer.close().catch(() => {});
+  }
+}
+
+/** Linux: the direct children of a process, from procfs (none when unreadable). */
+function childPids(pid: number): number[] {
+  try {
+    const text = Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`);
+    return text.split(" ").filter((word) => word !== "").map(Number);
+  } catch {
+    return [];
+  }
+}
+
+function signalPid(pid: number, signal: Deno.Signal): void {
+  try {
+    Deno.kill(pid, signal);
+  } catch {
+    // Already exited.
   }
 }
 
