@@ -6,14 +6,14 @@
 #
 # OUTDIR defaults to the current directory. No debhelper: the files of this
 # folder are staged as they are installed and packed with dpkg-deb. Set
-# SOURCE_DATE_EPOCH for a reproducible build, MAINTAINER to sign it.
+# SOURCE_DATE_EPOCH for a reproducible build, MAINTAINER for the Maintainer field.
 set -eu
 
 usage() {
 	echo "usage: $0 VERSION BINARY [OUTDIR]" >&2
 	exit 2
 }
-[ $# -ge 2 ] && [ $# -le 3 ] || usage
+if [ $# -lt 2 ] || [ $# -gt 3 ]; then usage; fi
 version=$1
 binary=$2
 outdir=${3:-.}
@@ -21,17 +21,17 @@ case $version in
 [0-9]*) ;;
 *) echo "$0: VERSION must start with a digit: \"$version\"" >&2 && exit 2 ;;
 esac
-[ -f "$binary" ] && [ -x "$binary" ] || {
+if [ ! -f "$binary" ] || [ ! -x "$binary" ]; then
 	echo "$0: BINARY is not an executable file: \"$binary\"" >&2
 	exit 2
-}
+fi
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
 package=vncauthproxy
 maintainer=${MAINTAINER:-vncauthproxy developers <vncauthproxy@users.noreply.github.com>}
 epoch=${SOURCE_DATE_EPOCH:-$(date +%s)}
-export SOURCE_DATE_EPOCH=$epoch
+export SOURCE_DATE_EPOCH="$epoch"
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT INT TERM
