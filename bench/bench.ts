@@ -242,14 +242,14 @@ function skipIf<T>(
 }
 
 /**
- * Sessions at once, largest count first; the daemon is fresh per type so
- * its memory at start is its real baseline.
+ * Sessions at once, largest count first. Each proxied run gets a fresh
+ * daemon, so its memory at start is a real baseline and no run inherits
+ * the previous one's buffers.
  */
 async function runConcurrency(ctx: Context, wsUnavailable: string | undefined): Promise<void> {
   const { sizes, results } = ctx;
   const limitMs = ctx.quick ? 60_000 : 240_000;
   const counts = [...sizes.sessions].sort((a, b) => b - a);
-  const largest = counts[0]!;
   const options = (measureMemory: boolean) => ({
     bytesEach: sizes.bytesEach,
     openInflight: 64,
@@ -266,29 +266,20 @@ async function runConcurrency(ctx: Context, wsUnavailable: string | undefined): 
       );
     }
   }
-  if (!ctx.socat) {
-    for (const n of counts) {
-      results.concurrency[String(n)]!.socat = skipped("not installed", "socat is not installed");
-    }
-  }
-  for (const type of ["vnc", "vnc-ws"] as ProxyType[]) {
-    if (type === "vnc-ws" && wsUnavailable !== undefined) {
-      for (const n of counts) {
-        results.concurrency[String(n)]![type] = skipped("unavailable", wsUnavailable);
+  for (const n of counts) {
+    const family = results.concurrency[String(n)]!;
+    if (!ctx.socat) family.socat = skipped("not installed", "socat is not installed");
+    for (const type of ["vnc", "vnc-ws"] as ProxyType[]) {
+      if (type === "vnc-ws" && wsUnavailable !== undefined) {
+        family[type] = skipped("unavailable", wsUnavailable);
+        continue;
       }
-      continue;
-    }
-    await using daemon = await startDaemon(ctx.users, ctx.fake.port, POOL);
-    // Let the fresh daemon settle before its baseline RSS is read.
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    const target = proxyTarget(type, daemon.endpoint, daemon.pid);
-    for (const n of counts) {
-      results.concurrency[String(n)]![type] = await scenario(
-        `${n} sessions ${type}`,
-        limitMs,
-        () => concurrency(target, n, options(n === largest)),
-        allStreamed,
-      );
+      family[type] = await scenario(`${n} sessions ${type}`, limitMs, async () => {
+        await using daemon = await startDaemon(ctx.users, ctx.fake.port, POOL);
+        // Let the fresh daemon settle before its baseline RSS is read.
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        return await concurrency(proxyTarget(type, daemon.endpoint, daemon.pid), n, options(true));
+      }, allStreamed);
     }
   }
 }

@@ -95,7 +95,7 @@ export async function startControlServer(deps: ControlServerDeps): Promise<Contr
         ) return;
         // EMFILE and the like: keep serving once resources are back.
         deps.logger.error(
-          `Control accept failed: ${error instanceof Error ? error.message : error}`,
+          `Control accept failed: ${describe(error)}`,
         );
         await new Promise((resolve) => setTimeout(resolve, 100));
         continue;
@@ -205,7 +205,16 @@ export async function handleControlConnection(
   let request: ForwardRequest | undefined;
   try {
     const deadline = AbortSignal.any([AbortSignal.timeout(config.controlTimeoutMs), deps.stopping]);
-    const text = await raceDeadline(deadline, readRequestText(control, config.controlMaxBytes));
+    let text: string;
+    try {
+      text = await raceDeadline(deadline, readRequestText(control, config.controlMaxBytes));
+    } catch (error) {
+      if (error instanceof RefusalError || isTimeout(error)) throw error;
+      // The transport failed (reset, failed TLS handshake): nobody to answer.
+      logger.warn(`Cannot read the control request: ${describe(error)}`);
+      control.close();
+      return;
+    }
     request = parseForwardRequest(text);
     // The crypt always runs, for unknown users too, and the reason never
     // says which of user or password was wrong (DESIGN §3).
@@ -238,7 +247,7 @@ export async function handleControlConnection(
       : "internal error";
     if (!(error instanceof RefusalError)) {
       const log = isTimeout(error) ? logger.warn : logger.error;
-      log(`Control request failed: ${error instanceof Error ? error.message : error}`);
+      log(`Control request failed: ${describe(error)}`);
     }
     logger.warn(`FAILED forwarding: ${reason}`);
     reply = { status: "FAILED", reason };
@@ -264,7 +273,7 @@ async function sendReply(control: Duplex, reply: ControlReply, logger: Logger): 
     );
     return true;
   } catch (error) {
-    logger.warn(`Cannot send the control reply: ${error instanceof Error ? error.message : error}`);
+    logger.warn(`Cannot send the control reply: ${describe(error)}`);
     return false;
   } finally {
     control.close();
@@ -300,4 +309,8 @@ export async function readRequestText(control: Duplex, maxBytes: number): Promis
     if (end !== undefined) return new TextDecoder().decode(buffer.subarray(0, filled + end));
     filled += n;
   }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message || error.name : String(error);
 }
