@@ -40,6 +40,9 @@ chmod 0755 "$stage"
 
 # Programs.
 install -D -m 0755 "$binary" "$stage/usr/bin/vncauthproxy"
+# snf installed the daemon as /usr/sbin/vncauthproxy: keep that path working.
+install -d "$stage/usr/sbin"
+ln -s ../bin/vncauthproxy "$stage/usr/sbin/vncauthproxy"
 for tool in passwd client; do
 	printf '#!/bin/sh\n# snf-vncauthproxy compatibility: vncauthproxy-%s with its flags.\nexec /usr/bin/vncauthproxy legacy-%s "$@"\n' \
 		"$tool" "$tool" >"$stage/usr/bin/vncauthproxy-$tool"

@@ -162,6 +162,7 @@ Deno.test({
         );
         const expected: Record<string, string> = {
           "/usr/bin/vncauthproxy": "-rwxr-xr-x",
+          "/usr/sbin/vncauthproxy": "lrwxrwxrwx",
           "/usr/bin/vncauthproxy-passwd": "-rwxr-xr-x",
           "/usr/bin/vncauthproxy-client": "-rwxr-xr-x",
           "/lib/systemd/system/vncauthproxy.service": "-rw-r--r--",
