@@ -11,7 +11,7 @@ import type { UserDb } from "../auth/users_file.ts";
 import type { Config } from "../config.ts";
 import { RefusalError } from "../errors.ts";
 import { ConnDuplex, type Duplex, formatHostPort } from "../io/duplex.ts";
-import { isTimeout, raceDeadline, withDeadline } from "../io/deadline.ts";
+import { isTimeout, raceDeadline, startDeadline, withDeadline } from "../io/deadline.ts";
 import { bindAll } from "../io/listen_addresses.ts";
 import type { Logger } from "../log.ts";
 import type { ConnectFunction } from "../rfb/backend_handshake.ts";
@@ -204,10 +204,10 @@ export async function handleControlConnection(
   let reply: ControlReply;
   let request: ForwardRequest | undefined;
   try {
-    const deadline = AbortSignal.any([AbortSignal.timeout(config.controlTimeoutMs), deps.stopping]);
+    using phase = startDeadline(config.controlTimeoutMs, deps.stopping);
     let text: string;
     try {
-      text = await raceDeadline(deadline, readRequestText(control, config.controlMaxBytes));
+      text = await raceDeadline(phase.signal, readRequestText(control, config.controlMaxBytes));
     } catch (error) {
       if (error instanceof RefusalError || isTimeout(error)) throw error;
       // The transport failed (reset, failed TLS handshake): nobody to answer.
@@ -263,14 +263,14 @@ export async function handleControlConnection(
   deps.track(forwarding, forwarding.run());
 }
 
+/** How long a control client may take to accept its reply. */
+const REPLY_TIMEOUT_MS = 10_000;
+
 /** Writes the reply and closes; false when the client could not take it. */
 async function sendReply(control: Duplex, reply: ControlReply, logger: Logger): Promise<boolean> {
   try {
-    await withDeadline(
-      control,
-      AbortSignal.timeout(10_000),
-      () => control.write(encodeReply(reply)),
-    );
+    using phase = startDeadline(REPLY_TIMEOUT_MS);
+    await withDeadline(control, phase.signal, () => control.write(encodeReply(reply)));
     return true;
   } catch (error) {
     logger.warn(`Cannot send the control reply: ${describe(error)}`);

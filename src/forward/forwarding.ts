@@ -11,7 +11,7 @@ import type { ForwardRequest } from "../control/control_message.ts";
 import { RefusalError, RfbError } from "../errors.ts";
 import { readU8 } from "../io/byte_reader.ts";
 import { type Duplex, formatHostPort } from "../io/duplex.ts";
-import { isTimeout, withDeadline } from "../io/deadline.ts";
+import { isTimeout, startDeadline, withDeadline } from "../io/deadline.ts";
 import { relay, type RelayCounters } from "../io/relay.ts";
 import type { Logger } from "../log.ts";
 import { type Backend, type ConnectFunction, openBackend } from "../rfb/backend_handshake.ts";
@@ -76,11 +76,11 @@ export async function setUpForwarding(
   let backend: Backend | undefined;
   try {
     const host = request.destinationAddress.replace(/^\[(.*)\]$/, "$1");
-    const signal = AbortSignal.any([AbortSignal.timeout(config.serverTimeoutMs), deps.stopping]);
+    using phase = startDeadline(config.serverTimeoutMs, deps.stopping);
     backend = await openBackend({ host, port: request.destinationPort }, {
       retries: config.connectRetries,
       retryWaitMs: config.retryWaitMs,
-      signal,
+      signal: phase.signal,
       logger,
       ...(deps.connect ? { connect: deps.connect } : {}),
     });
@@ -184,44 +184,18 @@ export class Forwarding {
     const started = performance.now();
     let outcome = "ended";
     try {
-      logger.info(`Waiting for a client to connect at ${this.#listener.addresses.join(", ")}`);
-      const waiting = AbortSignal.any([
-        AbortSignal.timeout(config.connectTimeoutMs),
-        this.#deps.stopping,
-      ]);
-      let viewer: Duplex;
-      try {
-        viewer = await this.#listener.acceptOne(waiting);
-      } catch (error) {
-        outcome = isTimeout(error) ? "no client" : "stopped before a client came";
-        if (isTimeout(error)) {
-          logger.info(`Timed out, no connection after ${config.connectTimeoutMs / 1000} sec`);
-        } else logger.info(`No client: ${describe(error)}`);
+      const viewer = await this.#waitForViewer();
+      if (typeof viewer === "string") {
+        outcome = viewer;
         return;
       }
       this.#viewer = viewer;
       logger.info(`Connection from ${viewer.remoteAddress}`);
 
       this.#setState("authenticating");
-      const handshakeDeadline = AbortSignal.any([
-        AbortSignal.timeout(config.clientTimeoutMs),
-        this.#deps.closing,
-      ]);
-      let clientInit: number;
-      try {
-        clientInit = await withDeadline(viewer, handshakeDeadline, async () => {
-          const version = await authenticateViewer(viewer, this.#request.password);
-          logger.debug(`Client ${viewer.remoteAddress} authenticated with RFB ${version}`);
-          // RFC 6143 §7.3.1: ClientInit is one byte, the shared flag.
-          return await readU8(viewer);
-        });
-      } catch (error) {
+      const clientInit = await this.#authenticate(viewer);
+      if (clientInit === undefined) {
         outcome = "client handshake failed";
-        if (error instanceof RfbError && error.message === "Authentication failed") {
-          logger.warn(`Authentication failed for client ${viewer.remoteAddress}`);
-        } else {
-          logger.warn(`Client ${viewer.remoteAddress} handshake failed: ${describe(error)}`);
-        }
         return;
       }
       // With QEMU's default policy an exclusive viewer drops every other
@@ -250,6 +224,47 @@ export class Forwarding {
           `${this.counters.aToB} bytes client->server, ${this.counters.bToA} bytes server->client` +
           (this.#viewer ? `, client ${this.#viewer.remoteAddress}` : ""),
       );
+    }
+  }
+
+  /** Waits `--connect-timeout` for the first viewer; a string says why none came. */
+  async #waitForViewer(): Promise<Duplex | string> {
+    const { config, logger } = this.#deps;
+    logger.info(`Waiting for a client to connect at ${this.#listener.addresses.join(", ")}`);
+    using phase = startDeadline(config.connectTimeoutMs, this.#deps.stopping);
+    try {
+      return await this.#listener.acceptOne(phase.signal);
+    } catch (error) {
+      if (isTimeout(error)) {
+        logger.info(`Timed out, no connection after ${config.connectTimeoutMs / 1000} sec`);
+        return "no client";
+      }
+      logger.info(`No client: ${describe(error)}`);
+      return "stopped before a client came";
+    }
+  }
+
+  /**
+   * Makes the viewer pass VNC Authentication within `--client-timeout` and
+   * reads its ClientInit; `undefined` (logged) when it fails.
+   */
+  async #authenticate(viewer: Duplex): Promise<number | undefined> {
+    const { config, logger } = this.#deps;
+    using phase = startDeadline(config.clientTimeoutMs, this.#deps.closing);
+    try {
+      return await withDeadline(viewer, phase.signal, async () => {
+        const version = await authenticateViewer(viewer, this.#request.password);
+        logger.debug(`Client ${viewer.remoteAddress} authenticated with RFB ${version}`);
+        // RFC 6143 §7.3.1: ClientInit is one byte, the shared flag.
+        return await readU8(viewer);
+      });
+    } catch (error) {
+      if (error instanceof RfbError && error.message === "Authentication failed") {
+        logger.warn(`Authentication failed for client ${viewer.remoteAddress}`);
+      } else {
+        logger.warn(`Client ${viewer.remoteAddress} handshake failed: ${describe(error)}`);
+      }
+      return undefined;
     }
   }
 

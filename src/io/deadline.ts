@@ -50,3 +50,35 @@ export function raceDeadline<T>(signal: AbortSignal, pending: Promise<T>): Promi
     pending.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
   });
 }
+
+/** A deadline for one phase; disposing it clears its timer at once. */
+export interface Deadline extends Disposable {
+  /** Aborts with a `TimeoutError` when time is up, or when a parent aborts. */
+  readonly signal: AbortSignal;
+}
+
+/**
+ * Starts a deadline of `ms` milliseconds that also follows `parents` (the
+ * daemon's shutdown). Unlike `AbortSignal.timeout()`, whose timer lives on
+ * after the phase is over, it is cleared on dispose, so thousands of idle
+ * sessions hold no leftover timers (`using phase = startDeadline(...)`).
+ */
+export function startDeadline(ms: number, ...parents: AbortSignal[]): Deadline {
+  const controller = new AbortController();
+  const timer = setTimeout(
+    () => controller.abort(new DOMException("The deadline expired", "TimeoutError")),
+    ms,
+  );
+  const onParent = (event: Event) => controller.abort((event.target as AbortSignal).reason);
+  for (const parent of parents) {
+    if (parent.aborted) controller.abort(parent.reason);
+    else parent.addEventListener("abort", onParent, { once: true });
+  }
+  return {
+    signal: controller.signal,
+    [Symbol.dispose]() {
+      clearTimeout(timer);
+      for (const parent of parents) parent.removeEventListener("abort", onParent);
+    },
+  };
+}

@@ -3,16 +3,19 @@
  * side ends, then both are closed (Deno streams cannot half-close, and VNC
  * has no use for it). This is the hot path.
  *
- * Each direction reads into its own buffer with plain `read`/`write` calls
- * (faster than `pipeTo` here). The buffer adapts to the traffic: it starts
- * small, so thousands of idle sessions hold little memory, doubles when a
- * read fills it (bulk framebuffer updates), up to 1 MiB, and shrinks back
- * when reads stay small. Backpressure is natural: nothing is read until the
- * previous chunk has been written.
+ * Each direction reads with plain `read`/`write` calls (faster than
+ * `pipeTo` here). An idle direction waits on its own small buffer, so
+ * thousands of idle sessions hold little memory. When a read fills the
+ * buffer (a framebuffer update in bulk), the direction borrows a buffer
+ * four times larger from the shared pool, up to 1 MiB; after a short read it
+ * gives it back and waits on its small buffer again, and the next bulk
+ * jumps straight back to the size it reached before. Backpressure is
+ * natural: nothing is read until the previous chunk has been written.
  *
  * @module
  */
 
+import { type BufferPool, RELAY_BUFFER_POOL } from "./buffer_pool.ts";
 import type { Duplex } from "./duplex.ts";
 
 /** Smallest relay buffer, in bytes. */
@@ -46,6 +49,8 @@ export interface RelayOptions {
   readonly signal?: AbortSignal;
   /** Counters updated as bytes flow. @default {a fresh object} */
   readonly counters?: RelayCounters;
+  /** Where bulk buffers come from. @default {RELAY_BUFFER_POOL} */
+  readonly pool?: BufferPool;
 }
 
 /**
@@ -59,6 +64,7 @@ export async function relay(
   options: RelayOptions = {},
 ): Promise<RelayResult> {
   const counters = options.counters ?? { aToB: 0, bToA: 0 };
+  const pool = options.pool ?? RELAY_BUFFER_POOL;
   let endedBy: RelayResult["endedBy"] | undefined;
   let firstError: unknown = undefined;
 
@@ -75,8 +81,8 @@ export async function relay(
   if (options.signal?.aborted) end("aborted");
   try {
     await Promise.all([
-      pump(a, b, (n) => (counters.aToB += n)).then((e) => end("a", e)),
-      pump(b, a, (n) => (counters.bToA += n)).then((e) => end("b", e)),
+      pump(a, b, pool, (n) => (counters.aToB += n)).then((e) => end("a", e)),
+      pump(b, a, pool, (n) => (counters.bToA += n)).then((e) => end("b", e)),
     ]);
   } finally {
     options.signal?.removeEventListener("abort", onAbort);
@@ -86,8 +92,15 @@ export async function relay(
 }
 
 /** Copies `from` → `to` until EOF or error; resolves with the error, if any. */
-async function pump(from: Duplex, to: Duplex, count: (n: number) => void): Promise<unknown> {
-  let buffer = new Uint8Array(MIN_RELAY_BUFFER);
+async function pump(
+  from: Duplex,
+  to: Duplex,
+  pool: BufferPool,
+  count: (n: number) => void,
+): Promise<unknown> {
+  const small = new Uint8Array(MIN_RELAY_BUFFER);
+  let buffer: Uint8Array = small;
+  let peak = MIN_RELAY_BUFFER * 4;
   try {
     while (true) {
       const n = await from.read(buffer);
@@ -95,12 +108,18 @@ async function pump(from: Duplex, to: Duplex, count: (n: number) => void): Promi
       await to.write(buffer.subarray(0, n));
       count(n);
       if (n === buffer.length && buffer.length < MAX_RELAY_BUFFER) {
-        buffer = new Uint8Array(buffer.length * 2);
-      } else if (n < buffer.length / 8 && buffer.length > MIN_RELAY_BUFFER) {
-        buffer = new Uint8Array(buffer.length / 2);
+        const size = buffer === small ? peak : Math.min(buffer.length * 4, MAX_RELAY_BUFFER);
+        if (buffer !== small) pool.give(buffer);
+        buffer = pool.take(size);
+        peak = Math.max(peak, buffer.length);
+      } else if (buffer !== small && n < buffer.length / 8) {
+        pool.give(buffer);
+        buffer = small;
       }
     }
   } catch (error) {
     return error;
+  } finally {
+    if (buffer !== small) pool.give(buffer);
   }
 }

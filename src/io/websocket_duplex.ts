@@ -11,15 +11,20 @@ import type { Duplex } from "./duplex.ts";
 /** Default cap on bytes received from the viewer and not yet read. */
 export const DEFAULT_MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 /** Default cap on bytes sent to the viewer and not yet on the wire. */
-export const DEFAULT_MAX_BUFFERED_BYTES = 1024 * 1024;
+export const DEFAULT_MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
 /**
  * How long a local close waits for the viewer's closing handshake
  * (RFC 6455 §7.1.1) before `onClose` runs anyway.
  */
 export const CLOSE_GRACE_MS = 2_000;
 
-/** How often a blocked write looks at `bufferedAmount` again. */
-const DRAIN_POLL_MS = 5;
+/**
+ * A blocked write looks at `bufferedAmount` again after this many
+ * milliseconds, doubling from the first to the last value while the browser
+ * stays slow: a fast browser costs no fixed sleep per megabyte, a stalled
+ * one costs almost no CPU.
+ */
+const DRAIN_POLL_MS = [0, 1, 2, 4, 8, 16] as const;
 /** RFC 6455 §7.4.1: the message is too big to process. */
 const CLOSE_TOO_BIG = 1009;
 const CLOSE_NORMAL = 1000;
@@ -163,8 +168,9 @@ export class WebSocketDuplex implements Duplex {
     if (data.length === 0) return;
     this.#socket.send(data);
     // Deno has no "drain" event: look again every few milliseconds.
+    let polls = 0;
     while (this.#socket.bufferedAmount > this.#maxBufferedBytes) {
-      await this.#sleep(DRAIN_POLL_MS);
+      await this.#sleep(DRAIN_POLL_MS[Math.min(polls++, DRAIN_POLL_MS.length - 1)]!);
       if (this.#closed) throw closedError();
     }
   }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { readExact } from "../../src/io/byte_reader.ts";
+import { BufferPool } from "../../src/io/buffer_pool.ts";
 import { relay } from "../../src/io/relay.ts";
 import { tcpPair } from "../_util/loopback.ts";
 
@@ -33,4 +34,19 @@ Deno.test("relay() ends with both sides closed when its signal aborts", async ()
   assert.equal(result.endedBy, "aborted");
   assert.equal(await left.client.read(new Uint8Array(1)), null);
   assert.equal(await right.client.read(new Uint8Array(1)), null);
+});
+
+Deno.test("relay() borrows bulk buffers from its pool and gives them all back", async () => {
+  const pool = new BufferPool();
+  using left = await tcpPair();
+  using right = await tcpPair();
+  const running = relay(left.server, right.server, { pool });
+  const big = new Uint8Array(8 * 1024 * 1024);
+  await Promise.all([readExact(right.client, big.length), left.client.write(big)]);
+  await right.client.write(Uint8Array.of(1));
+  await readExact(left.client, 1);
+  left.client.close();
+  await running;
+  assert.equal(pool.lentBytes, 0);
+  assert.ok(pool.idleBytes > 0, "bulk buffers were borrowed");
 });
