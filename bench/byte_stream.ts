@@ -6,6 +6,9 @@
  * @module
  */
 
+import { ConnDuplex } from "../src/io/duplex.ts";
+import { encodeFrame, OPCODE } from "../tests/_util/raw_websocket.ts";
+
 /** A client connection as the bench uses it. */
 export interface ByteStream {
   /** Fills `buffer` completely; rejects at end of stream. */
@@ -27,12 +30,11 @@ function endOfStream(missing: number): Error {
 
 /** A {@linkcode ByteStream} over a TCP connection. */
 export class TcpStream implements ByteStream {
-  readonly #conn: Deno.TcpConn;
-  #closed = false;
+  readonly #conn: ConnDuplex;
 
   /** Wraps `conn` and disables Nagle's algorithm on it. */
   constructor(conn: Deno.TcpConn) {
-    this.#conn = conn;
+    this.#conn = new ConnDuplex(conn);
     conn.setNoDelay(true);
   }
 
@@ -50,9 +52,8 @@ export class TcpStream implements ByteStream {
     }
   }
 
-  async write(data: Uint8Array): Promise<void> {
-    let offset = 0;
-    while (offset < data.length) offset += await this.#conn.write(data.subarray(offset));
+  write(data: Uint8Array): Promise<void> {
+    return this.#conn.write(data);
   }
 
   async discard(count: number): Promise<void> {
@@ -65,18 +66,10 @@ export class TcpStream implements ByteStream {
   }
 
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    try {
-      this.#conn.close();
-    } catch {
-      // Already closed by the runtime.
-    }
+    this.#conn.close();
   }
 }
 
-/** RFC 6455 §5.2 opcodes the client acts on. */
-const OPCODE = { continuation: 0x0, text: 0x1, binary: 0x2, close: 0x8, ping: 0x9, pong: 0xa };
 const HEADER_BUFFER = 64 * 1024;
 
 /**
@@ -88,17 +81,16 @@ const HEADER_BUFFER = 64 * 1024;
  * would cap every WebSocket figure at the load generator's speed.)
  */
 export class WsStream implements ByteStream {
-  readonly #conn: Deno.TcpConn;
+  readonly #conn: ConnDuplex;
   /** Bytes read past a frame header, not yet consumed. */
   readonly #buffer = new Uint8Array(HEADER_BUFFER);
   #start = 0;
   #end = 0;
   /** Payload bytes left in the current data frame. */
   #payloadLeft = 0;
-  #closed = false;
 
   private constructor(conn: Deno.TcpConn) {
-    this.#conn = conn;
+    this.#conn = new ConnDuplex(conn);
     conn.setNoDelay(true);
   }
 
@@ -122,7 +114,7 @@ export class WsStream implements ByteStream {
         "",
         "",
       ].join("\r\n");
-      await stream.#writeRaw(new TextEncoder().encode(request));
+      await stream.#conn.write(new TextEncoder().encode(request));
       const head = await stream.#readHead();
       if (!/^HTTP\/1\.1 101 /.test(head)) {
         throw new Error(`WebSocket upgrade refused: ${head.split("\r\n")[0]}`);
@@ -234,38 +226,11 @@ export class WsStream implements ByteStream {
     return this.#writeFrame(OPCODE.binary, data);
   }
 
-  async #writeFrame(opcode: number, data: Uint8Array): Promise<void> {
-    const extra = data.length < 126 ? 0 : data.length < 65_536 ? 2 : 8;
-    const frame = new Uint8Array(2 + extra + 4 + data.length);
-    const view = new DataView(frame.buffer);
-    frame[0] = 0x80 | opcode;
-    if (extra === 0) frame[1] = 0x80 | data.length;
-    else if (extra === 2) {
-      frame[1] = 0x80 | 126;
-      view.setUint16(2, data.length);
-    } else {
-      frame[1] = 0x80 | 127;
-      view.setBigUint64(2, BigInt(data.length));
-    }
-    const mask = crypto.getRandomValues(new Uint8Array(4));
-    frame.set(mask, 2 + extra);
-    const offset = 6 + extra;
-    for (let i = 0; i < data.length; i++) frame[offset + i] = data[i]! ^ mask[i & 3]!;
-    await this.#writeRaw(frame);
-  }
-
-  async #writeRaw(data: Uint8Array): Promise<void> {
-    let offset = 0;
-    while (offset < data.length) offset += await this.#conn.write(data.subarray(offset));
+  #writeFrame(opcode: number, data: Uint8Array): Promise<void> {
+    return this.#conn.write(encodeFrame(opcode, data));
   }
 
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    try {
-      this.#conn.close();
-    } catch {
-      // Already closed by the runtime.
-    }
+    this.#conn.close();
   }
 }

@@ -1,13 +1,14 @@
 /**
  * The processes a bench run starts: the fake VNC server, the daemon (with
- * a users file made by `main.ts passwd add`), and the socat and websockify
- * references. Each runs under `prlimit` with a high open-files limit, and
+ * a users file made by `vncauthproxy passwd add`), and the socat
+ * and websockify references. Each runs under `prlimit` with a high open-files limit, and
  * its output is drained continuously (the daemon logs synchronously, so an
  * unread pipe would stall it).
  *
  * @module
  */
 
+import { DAEMON_PERMISSIONS, readLines, runMain } from "../tests/_util/daemon_process.ts";
 import { openFilesLimit, processTree } from "./procfs.ts";
 import type { ProxyEndpoint } from "./sessions.ts";
 
@@ -16,8 +17,6 @@ export const WANTED_OPEN_FILES = 65_536;
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const FAKE_SERVER = new URL("./fake_vnc_server.ts", import.meta.url).pathname;
-/** The permissions of `deno task compile`. */
-const DAEMON_PERMISSIONS = ["--allow-net", "--allow-read", "--allow-write", "--allow-sys=hostname"];
 const KEPT_LINES = 40;
 
 /** A started process whose output is drained. */
@@ -94,17 +93,11 @@ async function spawn(
   const found = Promise.withResolvers<RegExpExecArray | undefined>();
   if (ready === undefined) found.resolve(undefined);
   async function drain(stream: ReadableStream<Uint8Array>): Promise<void> {
-    let rest = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      rest += chunk;
-      const parts = rest.split("\n");
-      rest = parts.pop()!;
-      for (const line of parts) {
-        lines.push(line);
-        if (lines.length > KEPT_LINES) lines.shift();
-        const match = ready?.exec(line);
-        if (match) found.resolve(match);
-      }
+    for await (const line of readLines(stream)) {
+      lines.push(line);
+      if (lines.length > KEPT_LINES) lines.shift();
+      const match = ready?.exec(line);
+      if (match) found.resolve(match);
     }
   }
   const draining = Promise.all([drain(child.stdout), drain(child.stderr)]).catch(() => {});
@@ -182,27 +175,17 @@ export interface UsersFile extends AsyncDisposable {
   readonly password: string;
 }
 
-/** Makes a users file with `main.ts passwd add FILE USER -p PASSWORD`. */
+/**
+ * Makes a users file with {@linkcode CONTROL_USER} in a temporary directory,
+ * with `vncauthproxy passwd add`, as an operator would.
+ */
 export async function createUsersFile(): Promise<UsersFile> {
-  const dir = await Deno.makeTempDir({ prefix: "vap-bench-" });
+  const dir = await Deno.makeTempDir({ prefix: "vap-bench-users-" });
   const path = `${dir}/users`;
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      ...DAEMON_PERMISSIONS,
-      MAIN,
-      "passwd",
-      "add",
-      path,
-      CONTROL_USER,
-      "-p",
-      CONTROL_PASSWORD,
-    ],
-    stdin: "null",
-  }).output();
-  if (!output.success) {
+  const added = await runMain(["passwd", "add", path, CONTROL_USER, "-p", CONTROL_PASSWORD]);
+  if (added.code !== 0) {
     await Deno.remove(dir, { recursive: true });
-    throw new Error(`passwd add failed: ${new TextDecoder().decode(output.stderr)}`);
+    throw new Error(`vncauthproxy passwd add failed: ${added.stderr}`);
   }
   return {
     path,

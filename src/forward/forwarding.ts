@@ -120,7 +120,6 @@ async function listen(
       : await openWebSocketListener(config.proxyListenAddress, port, {
         logger,
         pingIntervalMs: config.wsPingIntervalMs,
-        requestTimeoutMs: config.clientTimeoutMs,
         ...(tls ? { tls } : {}),
       });
   } catch (error) {

@@ -5,7 +5,10 @@
  *
  * Unlike snf-vncauthproxy, which serialized request handling so one idle TCP
  * connection blocked the real viewer (peers.md §1.10, W16), `Deno.serve`
- * handles every connection and request on its own.
+ * handles every connection and request on its own. It has no deadline for
+ * reading request headers, so an idle connection lasts until the server
+ * closes: when the forwarding times out without a viewer, or when its
+ * session ends.
  *
  * @module
  */
@@ -22,14 +25,6 @@ export interface WebSocketListenerOptions {
   tls?: { cert: string; key: string };
   /** The forwarding's logger. */
   logger: Logger;
-  /**
-   * Accepted for the caller's convenience but not enforced: `Deno.serve`
-   * has no deadline for reading request headers and calls the handler only
-   * with complete headers. That is harmless here because every connection
-   * is served on its own (an idle one cannot delay the viewer), and the
-   * server, with any idle connection, closes with the listener.
-   */
-  requestTimeoutMs?: number;
   /**
    * Keepalive: after this long without a frame from the viewer, send a ping;
    * close with 1001 if nothing arrives within as long again. 0 disables it,

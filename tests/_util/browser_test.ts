@@ -6,6 +6,7 @@
  */
 
 import { hasChromium, NOVNC_DIR, openNoVnc, startStaticServer, TEST_PAGE_PATH } from "./browser.ts";
+import { makeTestCertificate } from "./tls.ts";
 
 const PASSWORD = "s3cret-pw";
 const DESKTOP_COLOUR = "#336699";
@@ -193,27 +194,13 @@ async function startVncStack(
   const wsPort = freePort();
   const websockifyArgs: string[] = [];
   if (options.tls) {
-    await run("openssl", [
-      "req",
-      "-x509",
-      "-newkey",
-      "rsa:2048",
-      "-nodes",
-      "-subj",
-      "/CN=localhost",
-      "-days",
-      "1",
-      "-keyout",
-      `${dir}/key.pem`,
-      "-out",
-      `${dir}/cert.pem`,
-    ]);
+    const certificate = stack.use(await makeTestCertificate());
     websockifyArgs.push(
       "--ssl-only",
       "--cert",
-      `${dir}/cert.pem`,
+      certificate.certFile,
       "--key",
-      `${dir}/key.pem`,
+      certificate.keyFile,
     );
   }
   websockifyArgs.push(`127.0.0.1:${wsPort}`, `127.0.0.1:${rfbPort}`);

@@ -6,6 +6,7 @@
  */
 
 import { hashPassword } from "../../src/auth/sha_crypt.ts";
+import type { ForwardingReply } from "../../src/control/control_client.ts";
 
 /** The permission flags of `deno task compile`, so tests prove they suffice. */
 export const DAEMON_PERMISSIONS = [
@@ -53,6 +54,38 @@ export function randomPool(size: number): { min: number; max: number } {
   return { min, max: min + size - 1 };
 }
 
+/** How a {@linkcode runMain} child ended, with its output. */
+export interface RunResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs `main.ts ARGS` to completion (killed after `timeoutMs`). */
+export async function runMain(
+  args: readonly string[],
+  options: { permissions?: readonly string[]; timeoutMs?: number } = {},
+): Promise<RunResult> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...(options.permissions ?? DAEMON_PERMISSIONS), MAIN, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 20_000);
+  try {
+    const out = await child.output();
+    return {
+      code: out.code,
+      stdout: new TextDecoder().decode(out.stdout),
+      stderr: new TextDecoder().decode(out.stderr),
+    };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Writes a users file with `$6$` lines for `users` into a temp dir. */
 export async function writeUsersFile(users: Readonly<Record<string, string>>): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "vap-users-" });
@@ -60,6 +93,17 @@ export async function writeUsersFile(users: Readonly<Record<string, string>>): P
   const text = Object.entries(users).map(([u, p]) => `${u}:${hashPassword(p)}\n`).join("");
   await Deno.writeTextFile(path, text, { mode: 0o600 });
   return path;
+}
+
+/** The complete lines of a text stream, without their `\n`; a last unterminated line is dropped. */
+export async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let rest = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    rest += chunk;
+    const parts = rest.split("\n");
+    rest = parts.pop()!;
+    yield* parts;
+  }
 }
 
 /**
@@ -92,22 +136,15 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
   const lines: string[] = [];
   const waiters = new Set<{ pattern: RegExp; resolve: (line: string) => void }>();
   const reading = (async () => {
-    const decoder = new TextDecoderStream();
-    let rest = "";
-    for await (const chunk of child.stderr.pipeThrough(decoder)) {
-      rest += chunk;
-      const parts = rest.split("\n");
-      rest = parts.pop()!;
-      for (const line of parts) {
-        lines.push(line);
-        if (Deno.env.get("VAP_TEST_LOG")) {
-          await Deno.stderr.write(new TextEncoder().encode(`daemon| ${line}\n`));
-        }
-        for (const waiter of waiters) {
-          if (waiter.pattern.test(line)) {
-            waiters.delete(waiter);
-            waiter.resolve(line);
-          }
+    for await (const line of readLines(child.stderr)) {
+      lines.push(line);
+      if (Deno.env.get("VAP_TEST_LOG")) {
+        await Deno.stderr.write(new TextEncoder().encode(`daemon| ${line}\n`));
+      }
+      for (const waiter of waiters) {
+        if (waiter.pattern.test(line)) {
+          waiters.delete(waiter);
+          waiter.resolve(line);
         }
       }
     }
@@ -203,4 +240,33 @@ export async function rawControl(port: number, request: string | Uint8Array): Pr
   } finally {
     conn.close();
   }
+}
+
+/**
+ * A forwarding request's fields, in the wire protocol's names. Values are
+ * `unknown` so a test can send a wrong type on purpose.
+ */
+export interface ForwardingRequestFields {
+  /** @default {"admin"} */
+  readonly "auth_user"?: unknown;
+  readonly "auth_password": unknown;
+  /** @default {"127.0.0.1"} */
+  readonly "destination_address"?: unknown;
+  readonly "destination_port": unknown;
+  readonly password: unknown;
+  readonly "source_port"?: unknown;
+  readonly type?: unknown;
+}
+
+/** A forwarding request as JSON text, with the defaults of {@linkcode ForwardingRequestFields}. */
+export function forwardingRequestJson(fields: ForwardingRequestFields): string {
+  return JSON.stringify({ auth_user: "admin", destination_address: "127.0.0.1", ...fields });
+}
+
+/** Sends {@linkcode forwardingRequestJson} to the control port; returns the parsed reply. */
+export async function requestForwardingRaw(
+  controlPort: number,
+  fields: ForwardingRequestFields,
+): Promise<ForwardingReply> {
+  return JSON.parse(await rawControl(controlPort, forwardingRequestJson(fields)));
 }

@@ -7,6 +7,8 @@
  * @module
  */
 
+import { ConnDuplex, type Duplex } from "../../src/io/duplex.ts";
+
 /** RFC 6455 §5.2 opcodes. */
 export const OPCODE = Object.freeze({
   continuation: 0x0,
@@ -60,10 +62,10 @@ const decoder = new TextDecoder();
 
 /** Buffered reads over a connection, keeping bytes past what was asked. */
 class ConnReader {
-  readonly #conn: Deno.Conn;
+  readonly #conn: Duplex;
   #buffer = new Uint8Array(0);
 
-  constructor(conn: Deno.Conn) {
+  constructor(conn: Duplex) {
     this.#conn = conn;
   }
 
@@ -156,14 +158,13 @@ async function readBody(
 
 /** A client-side WebSocket over a raw connection. */
 export class RawWebSocket {
-  readonly #conn: Deno.Conn;
+  readonly #conn: Duplex;
   readonly #reader: ConnReader;
-  #closed = false;
   /** The server's upgrade response. */
   readonly response: HttpResponse;
 
   /** Use {@linkcode connectRawWebSocket}. */
-  constructor(conn: Deno.Conn, reader: ConnReader, response: HttpResponse) {
+  constructor(conn: Duplex, reader: ConnReader, response: HttpResponse) {
     this.#conn = conn;
     this.#reader = reader;
     this.response = response;
@@ -175,7 +176,7 @@ export class RawWebSocket {
     payload: Uint8Array,
     fin = true,
   ): Promise<void> {
-    await writeAll(this.#conn, encodeFrame(opcode, payload, fin));
+    await this.#conn.write(encodeFrame(opcode, payload, fin));
   }
 
   /** Sends one binary message. */
@@ -257,13 +258,7 @@ export class RawWebSocket {
 
   /** Closes the TCP connection (no closing handshake); idempotent. */
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    try {
-      this.#conn.close();
-    } catch {
-      // Already closed.
-    }
+    this.#conn.close();
   }
 
   /** Closes the connection. */
@@ -307,21 +302,18 @@ export function encodeFrame(
   return frame;
 }
 
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < data.length) offset += await conn.write(data.subarray(offset));
-}
-
-async function connect(options: RawWebSocketOptions): Promise<Deno.Conn> {
+async function connect(options: RawWebSocketOptions): Promise<Duplex> {
   const hostname = options.hostname ?? "127.0.0.1";
   if (options.tls) {
-    return await Deno.connectTls({
-      hostname: options.tls.hostname ?? hostname,
-      port: options.port,
-      caCerts: options.tls.caCerts,
-    });
+    return new ConnDuplex(
+      await Deno.connectTls({
+        hostname: options.tls.hostname ?? hostname,
+        port: options.port,
+        caCerts: options.tls.caCerts,
+      }),
+    );
   }
-  return await Deno.connect({ hostname, port: options.port });
+  return new ConnDuplex(await Deno.connect({ hostname, port: options.port }));
 }
 
 /**
@@ -351,7 +343,7 @@ export async function connectRawWebSocket(
   }
   const conn = await connect(options);
   try {
-    await writeAll(conn, encoder.encode(`${lines.join("\r\n")}\r\n\r\n`));
+    await conn.write(encoder.encode(`${lines.join("\r\n")}\r\n\r\n`));
     const reader = new ConnReader(conn);
     const response = await readResponseHead(reader);
     if (response.status === 101) {
@@ -361,11 +353,7 @@ export async function connectRawWebSocket(
     conn.close();
     return { response: { ...response, body: decoder.decode(body) } };
   } catch (error) {
-    try {
-      conn.close();
-    } catch {
-      // Already closed.
-    }
+    conn.close();
     throw error;
   }
 }
@@ -376,9 +364,9 @@ export async function rawHttpRequest(
   request: string,
   hostname = "127.0.0.1",
 ): Promise<HttpResponse> {
-  const conn = await Deno.connect({ hostname, port });
+  const conn = new ConnDuplex(await Deno.connect({ hostname, port }));
   try {
-    await writeAll(conn, encoder.encode(request));
+    await conn.write(encoder.encode(request));
     const reader = new ConnReader(conn);
     const response = await readResponseHead(reader);
     const body = await readBody(reader, response, request.split(" ")[0]!);

@@ -39,3 +39,12 @@ export async function makeTestCertificate(): Promise<TestCertificate> {
     [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
   };
 }
+
+/** Whether `openssl` can be run, for tests that need {@linkcode makeTestCertificate}. */
+export function hasOpenssl(): boolean {
+  try {
+    return new Deno.Command("openssl", { args: ["version"], stdout: "null" }).outputSync().success;
+  } catch {
+    return false;
+  }
+}

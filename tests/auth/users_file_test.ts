@@ -10,6 +10,7 @@ import {
   UserDb,
   writeUsersFileAtomic,
 } from "../../src/auth/users_file.ts";
+import { listDir } from "../_util/files.ts";
 
 // All three are crypt("secret", ...) (peers.md §1.4).
 const H6 =
@@ -214,12 +215,6 @@ Deno.test("UserDb.load() reads a file, and throws NotFound or SyntaxError", asyn
     await Deno.remove(dir, { recursive: true });
   }
 });
-
-async function listDir(dir: string): Promise<string[]> {
-  const names: string[] = [];
-  for await (const entry of Deno.readDir(dir)) names.push(entry.name);
-  return names.sort();
-}
 
 Deno.test("writeUsersFileAtomic() creates new files with mode 0600", async () => {
   const dir = await Deno.makeTempDir();

@@ -6,6 +6,7 @@ import {
   runLegacyPasswdCommand,
   runPasswdCommand,
 } from "../../src/cli/passwd_command.ts";
+import { listDir } from "../_util/files.ts";
 
 // crypt("secret", ...) (peers.md §1.4).
 const H6 =
@@ -50,12 +51,6 @@ async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-}
-
-async function listDir(dir: string): Promise<string[]> {
-  const names: string[] = [];
-  for await (const entry of Deno.readDir(dir)) names.push(entry.name);
-  return names.sort();
 }
 
 async function exists(path: string): Promise<boolean> {

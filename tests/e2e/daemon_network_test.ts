@@ -7,18 +7,21 @@
 import assert from "node:assert/strict";
 import { lookup } from "node:dns/promises";
 import { readExact } from "../../src/io/byte_reader.ts";
-import { rawControl, startDaemon } from "../_util/daemon_process.ts";
+import {
+  type DaemonProcess,
+  rawControl,
+  requestForwardingRaw,
+  startDaemon,
+} from "../_util/daemon_process.ts";
 import { startFakeVncServer } from "../_util/fake_vnc_server.ts";
 import { connectViewer, readServerInit } from "../_util/test_viewer.ts";
 
 const CONTROL_PASSWORD = "c0ntrol-Secret!";
 const VNC_PASSWORD = "pa1ring!";
 
-function request(port: number, fields: Record<string, unknown> = {}): string {
-  return JSON.stringify({
-    auth_user: "admin",
+function forward(daemon: DaemonProcess, port: number, fields: Record<string, unknown> = {}) {
+  return requestForwardingRaw(daemon.controlPort, {
     auth_password: CONTROL_PASSWORD,
-    destination_address: "127.0.0.1",
     destination_port: port,
     password: VNC_PASSWORD,
     ...fields,
@@ -35,7 +38,7 @@ Deno.test("every viewer version reaches every server version through the daemon"
       desktopName: serverVersion.trim(),
     });
     for (const viewerVersion of VERSIONS) {
-      const reply = JSON.parse(await rawControl(daemon.controlPort, request(fake.port)));
+      const reply = await forward(daemon, fake.port);
       assert.equal(reply.status, "OK", JSON.stringify(reply));
       const viewer = await connectViewer({
         port: reply.source_port,
@@ -60,9 +63,9 @@ Deno.test("with --proxy-listen-address '*' viewers reach the port over IPv4 and 
     args: ["--proxy-listen-address=*"],
   });
   for (const host of ["127.0.0.1", "::1"]) {
-    const reply = JSON.parse(await rawControl(daemon.controlPort, request(fake.port)));
+    const reply = await forward(daemon, fake.port);
     assert.equal(reply.status, "OK");
-    assert.ok(reply.proxy_address.startsWith(Deno.hostname()), reply.proxy_address);
+    assert.ok(reply.proxy_address?.startsWith(Deno.hostname()), String(reply.proxy_address));
     const viewer = await connectViewer({ host, port: reply.source_port, password: VNC_PASSWORD });
     assert.equal(viewer.ok, true, host);
     viewer.duplex.close();
@@ -78,9 +81,7 @@ Deno.test("a backend name is tried at every address it resolves to", async () =>
   await using daemon = await startDaemon({ users: { admin: CONTROL_PASSWORD } });
   // The fake server listens on 127.0.0.1 only: when "localhost" also
   // resolves to ::1 first, that attempt is refused and the next one wins.
-  const reply = JSON.parse(
-    await rawControl(daemon.controlPort, request(fake.port, { destination_address: "localhost" })),
-  );
+  const reply = await forward(daemon, fake.port, { destination_address: "localhost" });
   assert.equal(reply.status, "OK", `${JSON.stringify(reply)} (localhost = ${addresses})`);
   const viewer = await connectViewer({ port: reply.source_port, password: VNC_PASSWORD });
   assert.ok(viewer.ok);

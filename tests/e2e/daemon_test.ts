@@ -6,20 +6,22 @@
 import assert from "node:assert/strict";
 import { readExact } from "../../src/io/byte_reader.ts";
 import { requestForwarding } from "../../src/control/control_client.ts";
-import { rawControl, startDaemon } from "../_util/daemon_process.ts";
+import {
+  forwardingRequestJson,
+  rawControl,
+  runMain,
+  startDaemon,
+} from "../_util/daemon_process.ts";
 import { startFakeVncServer } from "../_util/fake_vnc_server.ts";
 import { connectViewer, readServerInit } from "../_util/test_viewer.ts";
 
 const CONTROL_PASSWORD = "c0ntrol-Secret!";
 const VNC_PASSWORD = "0neTime8";
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
-function request(port: number, fields: Record<string, unknown> = {}) {
-  return JSON.stringify({
-    auth_user: "admin",
+function request(port: number, fields: Record<string, unknown> = {}): string {
+  return forwardingRequestJson({
     auth_password: CONTROL_PASSWORD,
     source_port: 0,
-    destination_address: "127.0.0.1",
     destination_port: port,
     password: VNC_PASSWORD,
     type: "vnc",
@@ -45,12 +47,8 @@ Deno.test("vncauthproxy client sets up a forwarding that a viewer reaches with t
     afterServerInit: new TextEncoder().encode("LIVE"),
   });
   await using daemon = await startDaemon({ users: { admin: CONTROL_PASSWORD } });
-  const client = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      MAIN,
+  const client = await runMain(
+    [
       "client",
       "--server=127.0.0.1",
       `--server-port=${daemon.controlPort}`,
@@ -64,11 +62,10 @@ Deno.test("vncauthproxy client sets up a forwarding that a viewer reaches with t
       `--auth-password=${CONTROL_PASSWORD}`,
       "--type=vnc",
     ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const out = new TextDecoder().decode(client.stdout);
-  assert.equal(client.code, 0, out + new TextDecoder().decode(client.stderr));
+    { permissions: ["--allow-net", "--allow-read"] },
+  );
+  const out = client.stdout;
+  assert.equal(client.code, 0, out + client.stderr);
   const match = /^Forwarding 127\.0\.0\.1:(\d+) -> 127\.0\.0\.1:\d+: OK\n$/.exec(out);
   assert.ok(match, out);
   const port = Number(match[1]);

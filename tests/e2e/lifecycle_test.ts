@@ -8,18 +8,21 @@
 import assert from "node:assert/strict";
 import { readExact } from "../../src/io/byte_reader.ts";
 import type { Duplex } from "../../src/io/duplex.ts";
+import type { ForwardingReply } from "../../src/control/control_client.ts";
 import { SERVE_OPTIONS } from "../../src/cli/serve_command.ts";
 import {
-  DAEMON_PERMISSIONS,
   type DaemonProcess,
+  forwardingRequestJson,
   rawControl,
+  runMain,
+  type RunResult,
   startDaemon,
   writeUsersFile,
 } from "../_util/daemon_process.ts";
 import { type FakeVncServer, startFakeVncServer } from "../_util/fake_vnc_server.ts";
 import { connectViewer, readServerInit } from "../_util/test_viewer.ts";
+import { hasOpenssl, makeTestCertificate } from "../_util/tls.ts";
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const CONTROL_PASSWORD = "c0ntrol-Secret!";
 const VNC_PASSWORD = "0neTime8";
 
@@ -47,37 +50,6 @@ async function usersFile(
   };
 }
 
-interface RunResult {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs `main.ts ARGS` to completion (killed after `timeoutMs`). */
-async function runMain(
-  args: readonly string[],
-  options: { permissions?: readonly string[]; timeoutMs?: number } = {},
-): Promise<RunResult> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...(options.permissions ?? DAEMON_PERMISSIONS), MAIN, ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 20_000);
-  try {
-    const out = await child.output();
-    return {
-      code: out.code,
-      stdout: new TextDecoder().decode(out.stdout),
-      stderr: new TextDecoder().decode(out.stderr),
-    };
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** A daemon start-up that must fail: flags the test harness adds, then `args`. */
 function runFailingDaemon(authFile: string, args: readonly string[]): Promise<RunResult> {
   return runMain([
@@ -89,11 +61,9 @@ function runFailingDaemon(authFile: string, args: readonly string[]): Promise<Ru
 }
 
 function request(fakePort: number, fields: Record<string, unknown> = {}): string {
-  return JSON.stringify({
-    auth_user: "admin",
+  return forwardingRequestJson({
     auth_password: CONTROL_PASSWORD,
     source_port: 0,
-    destination_address: "127.0.0.1",
     destination_port: fakePort,
     password: VNC_PASSWORD,
     type: "vnc",
@@ -105,7 +75,7 @@ async function forward(
   daemon: DaemonProcess,
   fake: FakeVncServer,
   fields: Record<string, unknown> = {},
-): Promise<{ status: string; source_port?: number; reason?: string }> {
+): Promise<ForwardingReply> {
   return JSON.parse(await rawControl(daemon.controlPort, request(fake.port, fields)));
 }
 
@@ -150,46 +120,6 @@ async function waitForFileText(path: string, pattern: RegExp, timeoutMs = 5_000)
     if (pattern.test(text)) return text;
     if (Date.now() > deadline) assert.fail(`${path} does not match ${pattern}:\n${text}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
-function makeCert(dir: string, name: string): { cert: string; key: string } {
-  const cert = `${dir}/${name}-cert.pem`;
-  const key = `${dir}/${name}-key.pem`;
-  const out = new Deno.Command("openssl", {
-    // rustls refuses a certificate marked CA:TRUE (openssl's default for
-    // -x509) as a server certificate, even when it is the trust anchor.
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "rsa:2048",
-      "-nodes",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=DNS:localhost,IP:127.0.0.1",
-      "-addext",
-      "basicConstraints=critical,CA:FALSE",
-      "-days",
-      "1",
-      "-keyout",
-      key,
-      "-out",
-      cert,
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).outputSync();
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  return { cert, key };
-}
-
-function hasOpenssl(): boolean {
-  try {
-    return new Deno.Command("openssl", { args: ["version"], stdout: "null" }).outputSync().success;
-  } catch {
-    return false;
   }
 }
 
@@ -433,12 +363,12 @@ Deno.test({
   async fn() {
     await using fake = startFakeVncServer({});
     await using dir = await tempDir("vap-tls-");
-    const first = makeCert(dir.path, "first");
-    const second = makeCert(dir.path, "second");
+    await using first = await makeTestCertificate();
+    await using second = await makeTestCertificate();
     const cert = `${dir.path}/cert.pem`;
     const key = `${dir.path}/key.pem`;
-    await Deno.copyFile(first.cert, cert);
-    await Deno.copyFile(first.key, key);
+    await Deno.copyFile(first.certFile, cert);
+    await Deno.copyFile(first.keyFile, key);
     await using daemon = await startDaemon({
       users: { admin: CONTROL_PASSWORD },
       args: ["--enable-ssl", `--cert-file=${cert}`, `--key-file=${key}`, "--drain-timeout=0"],
@@ -469,15 +399,15 @@ Deno.test({
       viewer.duplex.close();
     };
 
-    await assertOk(await client(first.cert));
-    assert.equal((await client(second.cert)).code, 1, "the second CA is not trusted yet");
+    await assertOk(await client(first.certFile));
+    assert.equal((await client(second.certFile)).code, 1, "the second CA is not trusted yet");
 
-    await Deno.copyFile(second.cert, cert);
-    await Deno.copyFile(second.key, key);
+    await Deno.copyFile(second.certFile, cert);
+    await Deno.copyFile(second.keyFile, key);
     daemon.kill("SIGHUP");
     await daemon.waitForLine(/Control socket now uses the reloaded certificate/);
-    await assertOk(await client(second.cert));
-    const old = await client(first.cert);
+    await assertOk(await client(second.certFile));
+    const old = await client(first.certFile);
     assert.equal(old.code, 1, "the old CA no longer matches");
     assert.match(old.stderr, /certificate/i);
   },

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { hasChromium, NOVNC_DIR, openNoVnc } from "../_util/browser.ts";
-import { rawControl, startDaemon } from "../_util/daemon_process.ts";
+import { requestForwardingRaw, startDaemon } from "../_util/daemon_process.ts";
 import { hasCommand, startXvnc } from "../_util/real_peers.ts";
 import { makeTestCertificate } from "../_util/tls.ts";
 
@@ -16,21 +16,14 @@ const COLOR: [number, number, number] = [0x33, 0x66, 0x99];
 const ready = hasChromium() && NOVNC_DIR !== undefined && hasCommand("Xvnc");
 
 async function forward(controlPort: number, vncPort: number, type: string) {
-  const reply = JSON.parse(
-    await rawControl(
-      controlPort,
-      JSON.stringify({
-        auth_user: "admin",
-        auth_password: CONTROL_PASSWORD,
-        destination_address: "127.0.0.1",
-        destination_port: vncPort,
-        password: VNC_PASSWORD,
-        type,
-      }),
-    ),
-  );
+  const reply = await requestForwardingRaw(controlPort, {
+    auth_password: CONTROL_PASSWORD,
+    destination_port: vncPort,
+    password: VNC_PASSWORD,
+    type,
+  });
   assert.equal(reply.status, "OK", JSON.stringify(reply));
-  return reply.source_port as number;
+  return reply.source_port;
 }
 
 for (const type of ["vnc-ws", "vnc-wss"] as const) {

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { startDaemon } from "../_util/daemon_process.ts";
+import { runMain, startDaemon } from "../_util/daemon_process.ts";
 import {
   captureVnc,
   countDifferentPixels,
@@ -17,22 +17,16 @@ import {
 
 const CONTROL_PASSWORD = "c0ntrol-Secret!";
 const VNC_PASSWORD = "r3alPeer";
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
 /** Runs `main.ts client` and returns the forwarded port. */
 async function requestWithClient(controlPort: number, vncPort: number): Promise<number> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      ...["run", "--allow-net", "--allow-read", MAIN, "client"],
-      ...["--server", "127.0.0.1", "--server-port", String(controlPort)],
-      ...["-d", "127.0.0.1", "-p", String(vncPort), "-P", VNC_PASSWORD],
-      ...["--auth-user", "admin", "--auth-password", CONTROL_PASSWORD, "--type", "vnc"],
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(output.stdout);
-  assert.equal(output.code, 0, text + new TextDecoder().decode(output.stderr));
+  const output = await runMain([
+    ...["client", "--server", "127.0.0.1", "--server-port", String(controlPort)],
+    ...["-d", "127.0.0.1", "-p", String(vncPort), "-P", VNC_PASSWORD],
+    ...["--auth-user", "admin", "--auth-password", CONTROL_PASSWORD, "--type", "vnc"],
+  ], { permissions: ["--allow-net", "--allow-read"] });
+  const text = output.stdout;
+  assert.equal(output.code, 0, text + output.stderr);
   const match = /^Forwarding 127\.0\.0\.1:(\d+) -> 127\.0\.0\.1:\d+: OK$/m.exec(text);
   assert.ok(match, text);
   return Number(match[1]);

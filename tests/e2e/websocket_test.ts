@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { ConnDuplex } from "../../src/io/duplex.ts";
 import { vncAuthResponse } from "../../src/rfb/vnc_auth.ts";
-import { rawControl, startDaemon } from "../_util/daemon_process.ts";
+import { requestForwardingRaw, startDaemon } from "../_util/daemon_process.ts";
 import { startFakeVncServer } from "../_util/fake_vnc_server.ts";
 import { connectRawWebSocket, type RawWebSocket } from "../_util/raw_websocket.ts";
 import { makeTestCertificate } from "../_util/tls.ts";
@@ -15,20 +15,13 @@ import { makeTestCertificate } from "../_util/tls.ts";
 const CONTROL_PASSWORD = "c0ntrol-Secret!";
 const VNC_PASSWORD = "ws-once1";
 
-async function forward(controlPort: number, fakePort: number, type: string) {
-  return JSON.parse(
-    await rawControl(
-      controlPort,
-      JSON.stringify({
-        auth_user: "admin",
-        auth_password: CONTROL_PASSWORD,
-        destination_address: "127.0.0.1",
-        destination_port: fakePort,
-        password: VNC_PASSWORD,
-        type,
-      }),
-    ),
-  );
+function forward(controlPort: number, fakePort: number, type: string) {
+  return requestForwardingRaw(controlPort, {
+    auth_password: CONTROL_PASSWORD,
+    destination_port: fakePort,
+    password: VNC_PASSWORD,
+    type,
+  });
 }
 
 /** Reads whole frames until at least `count` payload bytes have arrived. */

@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import type { ClientListener } from "../../src/forward/client_listener.ts";
 import { openWebSocketListener } from "../../src/forward/websocket_listener.ts";
 import { readExact } from "../../src/io/byte_reader.ts";
@@ -12,6 +11,7 @@ import {
   rawHttpRequest,
   type RawWebSocket,
 } from "../_util/raw_websocket.ts";
+import { makeTestCertificate } from "../_util/tls.ts";
 
 const SECOND_CLIENT = {
   code: 1001,
@@ -399,51 +399,29 @@ Deno.test("openWebSocketListener() pings with pingIntervalMs and drops a viewer 
 });
 
 Deno.test("openWebSocketListener() serves wss with a self-signed certificate", async () => {
-  const dir = await Deno.makeTempDir();
+  await using certificate = await makeTestCertificate();
+  const { cert, key } = certificate;
+  const listener = await openWebSocketListener("127.0.0.1", 0, {
+    logger: recordingLogger().logger,
+    tls: { cert, key },
+  });
+  let client: RawWebSocket | undefined;
   try {
-    const certFile = join(dir, "cert.pem");
-    const keyFile = join(dir, "key.pem");
-    const { success, stderr } = await new Deno.Command("openssl", {
-      args: [
-        ...["req", "-x509", "-newkey", "rsa:2048", "-nodes"],
-        ...["-keyout", keyFile, "-out", certFile, "-days", "1"],
-        ...["-subj", "/CN=localhost"],
-        // rustls checks the name against the SAN and refuses a CA
-        // certificate as the server's own (CaUsedAsEndEntity).
-        ...["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        ...["-addext", "basicConstraints=critical,CA:FALSE"],
-      ],
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    assert.ok(success, new TextDecoder().decode(stderr));
-    const cert = await Deno.readTextFile(certFile);
-    const key = await Deno.readTextFile(keyFile);
-
-    const listener = await openWebSocketListener("127.0.0.1", 0, {
-      logger: recordingLogger().logger,
-      tls: { cert, key },
+    const { socket, response } = await connectRawWebSocket({
+      port: portOf(listener),
+      protocols: "binary",
+      tls: { caCerts: [cert], hostname: "localhost" },
     });
-    let client: RawWebSocket | undefined;
-    try {
-      const { socket, response } = await connectRawWebSocket({
-        port: portOf(listener),
-        protocols: "binary",
-        tls: { caCerts: [cert], hostname: "localhost" },
-      });
-      assert.equal(response.status, 101);
-      client = socket!;
-      const viewer = await listener.acceptOne(timeout());
-      await client.sendBinary(Uint8Array.of(1, 2));
-      assert.deepStrictEqual(await readExact(viewer, 2), Uint8Array.of(1, 2));
-      await viewer.write(Uint8Array.of(3));
-      assert.deepStrictEqual(await client.readBytes(1), Uint8Array.of(3));
-    } finally {
-      const closing = listener.close();
-      client?.close();
-      await closing;
-    }
+    assert.equal(response.status, 101);
+    client = socket!;
+    const viewer = await listener.acceptOne(timeout());
+    await client.sendBinary(Uint8Array.of(1, 2));
+    assert.deepStrictEqual(await readExact(viewer, 2), Uint8Array.of(1, 2));
+    await viewer.write(Uint8Array.of(3));
+    assert.deepStrictEqual(await client.readBytes(1), Uint8Array.of(3));
   } finally {
-    await Deno.remove(dir, { recursive: true });
+    const closing = listener.close();
+    client?.close();
+    await closing;
   }
 });

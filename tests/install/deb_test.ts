@@ -11,7 +11,12 @@
 
 import assert from "node:assert/strict";
 import { readExact } from "../../src/io/byte_reader.ts";
-import { DAEMON_PERMISSIONS, randomPool, rawControl } from "../_util/daemon_process.ts";
+import {
+  DAEMON_PERMISSIONS,
+  randomPool,
+  readLines,
+  requestForwardingRaw,
+} from "../_util/daemon_process.ts";
 import { startFakeVncServer } from "../_util/fake_vnc_server.ts";
 import { connectViewer, readServerInit } from "../_util/test_viewer.ts";
 
@@ -283,20 +288,13 @@ Deno.test({
           const ready = await log.waitFor(/Listening for control connections on /);
           assert.match(ready, /on 127\.0\.0\.1:\d+,/);
           const controlPort = Number(/127\.0\.0\.1:(\d+)/.exec(ready)![1]);
-          const reply = JSON.parse(
-            await rawControl(
-              controlPort,
-              JSON.stringify({
-                auth_user: "admin",
-                auth_password: CONTROL_PASSWORD,
-                source_port: 0,
-                destination_address: "127.0.0.1",
-                destination_port: fake.port,
-                password: VNC_PASSWORD,
-                type: "vnc",
-              }),
-            ),
-          );
+          const reply = await requestForwardingRaw(controlPort, {
+            auth_password: CONTROL_PASSWORD,
+            source_port: 0,
+            destination_port: fake.port,
+            password: VNC_PASSWORD,
+            type: "vnc",
+          });
           assert.equal(reply.status, "OK", JSON.stringify(reply) + log.text());
           const viewer = await connectViewer({ port: reply.source_port, password: VNC_PASSWORD });
           try {
@@ -372,12 +370,8 @@ function collectLines(stream: ReadableStream<Uint8Array>) {
   let wake = () => {};
   let ended = false;
   const done = (async () => {
-    let rest = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      rest += chunk;
-      const parts = rest.split("\n");
-      rest = parts.pop()!;
-      lines.push(...parts);
+    for await (const line of readLines(stream)) {
+      lines.push(line);
       wake();
     }
     ended = true;
