@@ -254,6 +254,8 @@ async function runConcurrency(ctx: Context, wsUnavailable: string | undefined): 
     bytesEach: sizes.bytesEach,
     openInflight: 64,
     measureMemory,
+    // Full mode also reads RSS once V8's memory reducer has run.
+    settleMs: ctx.quick ? 0 : 40_000,
   });
   for (const n of counts) results.concurrency[String(n)] = {};
   for (const [name, target] of Object.entries(referenceTargets(ctx, false))) {

@@ -250,10 +250,11 @@ function rows(results: BenchResults, sizes: BenchSizes): Row[] {
         type === "vnc" ? (v) => v < 150 : undefined,
       ),
       alone(`${type} RSS MB, right after all streamed`, memory, (r) => r.memory?.afterStreamMb),
+      alone(`${type} RSS MB, right after all closed`, memory, (r) => r.memory?.afterCloseMb),
       alone(
-        `${type} RSS MB, after all closed`,
+        `${type} RSS MB, ${num(memory, (r) => r.memory?.settleSeconds) ?? 0} s after all closed`,
         memory,
-        (r) => r.memory?.afterCloseMb,
+        (r) => r.memory?.settledMb,
         type === "vnc" ? "≤1.25× start" : "",
         type === "vnc" ? (v) => before !== undefined && v <= 1.25 * before : undefined,
       ),

@@ -144,6 +144,13 @@ export interface MemoryResult {
   readonly afterStreamMb: number;
   /** RSS once the sessions closed and the daemon's descriptors were back. */
   readonly afterCloseMb: number;
+  /**
+   * RSS `settleSeconds` later: V8 collects an idle heap only when its
+   * memory reducer runs, some tens of seconds after the traffic stopped.
+   */
+  readonly settledMb: number;
+  /** How long after close `settledMb` was read. */
+  readonly settleSeconds: number;
   /** Open descriptors before, idle, and after close. */
   readonly fds: { readonly before: number; readonly idle: number; readonly afterClose: number };
 }
@@ -190,7 +197,7 @@ async function waitForFds(pid: number, fds: number, timeoutMs: number): Promise<
 export async function concurrency(
   target: Target,
   sessions: number,
-  options: { bytesEach: number; openInflight: number; measureMemory: boolean },
+  options: { bytesEach: number; openInflight: number; measureMemory: boolean; settleMs: number },
 ): Promise<ConcurrencyResult> {
   const pid = options.measureMemory ? target.pid : undefined;
   const before = pid === undefined ? undefined : { rss: rssMb(pid), fds: fdCount(pid) };
@@ -221,11 +228,15 @@ export async function concurrency(
     if (pid !== undefined && before && idle && afterStream !== undefined) {
       await waitForFds(pid, before.fds, 30_000);
       await new Promise((resolve) => setTimeout(resolve, 1_000));
+      const afterCloseMb = round(rssMb(pid));
+      await new Promise((resolve) => setTimeout(resolve, options.settleMs));
       memory = {
         beforeMb: round(before.rss),
         idleMb: round(idle.rss),
         afterStreamMb: round(afterStream),
-        afterCloseMb: round(rssMb(pid)),
+        afterCloseMb,
+        settledMb: round(rssMb(pid)),
+        settleSeconds: options.settleMs / 1000,
         fds: { before: before.fds, idle: idle.fds, afterClose: fdCount(pid) },
       };
     }

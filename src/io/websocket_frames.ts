@@ -1,0 +1,338 @@
+/**
+ * The WebSocket wire format, server side (RFC 6455), with no I/O: frame
+ * headers out and in, unmasking, the opening handshake's accept key, and a
+ * strict HTTP/1.1 request-head parser for the upgrade request. The transport
+ * (`websocket_stream_duplex.ts`) and the listener
+ * (`../forward/websocket_stream_listener.ts`) do the reading and writing.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+
+/** RFC 6455 §5.2 opcodes. */
+export const OPCODE = Object.freeze({
+  continuation: 0x0,
+  text: 0x1,
+  binary: 0x2,
+  close: 0x8,
+  ping: 0x9,
+  pong: 0xa,
+});
+
+/** RFC 6455 §7.4.1 status codes this server sends. */
+export const CLOSE_CODE = Object.freeze({
+  normal: 1000,
+  goingAway: 1001,
+  protocolError: 1002,
+  invalidPayload: 1007,
+  tooBig: 1009,
+});
+
+/** Longest frame header: 2 bytes, a 64-bit length, a 4-byte mask key. */
+export const MAX_FRAME_HEADER_LENGTH = 14;
+/** RFC 6455 §5.5: control frame payloads are at most 125 bytes. */
+export const MAX_CONTROL_PAYLOAD = 125;
+/** RFC 6455 §1.3: appended to the client's key before hashing. */
+const ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/**
+ * A violation of RFC 6455 by the peer, with the close code to answer it
+ * with (1002 protocol error, 1007 invalid payload, 1009 too big).
+ */
+export class WebSocketProtocolError extends Error {
+  /** The close code to send (RFC 6455 §7.4.1). */
+  readonly code: number;
+
+  /** Creates the error; `message` is safe to send as the close reason. */
+  constructor(message: string, code: number = CLOSE_CODE.protocolError) {
+    super(message);
+    this.name = "WebSocketProtocolError";
+    this.code = code;
+  }
+}
+
+/** A parsed client frame header (RFC 6455 §5.2). */
+export interface FrameHeader {
+  /** FIN: the last frame of a message. */
+  readonly fin: boolean;
+  /** Opcode, one of {@linkcode OPCODE}. */
+  readonly opcode: number;
+  /** MASK bit; always true for a header that parsed. */
+  readonly masked: boolean;
+  /** The 4-byte masking key. */
+  readonly maskKey: Uint8Array;
+  /** Payload length in bytes (below 2^53). */
+  readonly payloadLength: number;
+  /** Header length in bytes (6 to 14). */
+  readonly headerLength: number;
+}
+
+/** True for close, ping and pong (RFC 6455 §5.5: opcodes 0x8 and above). */
+export function isControlOpcode(opcode: number): boolean {
+  return (opcode & 0x8) !== 0;
+}
+
+/** Bytes of the header of a server frame carrying `payloadLength` bytes. */
+export function serverFrameHeaderLength(payloadLength: number): number {
+  return payloadLength < 126 ? 2 : payloadLength < 0x10000 ? 4 : 10;
+}
+
+/**
+ * Writes the header of an unmasked server frame (FIN set) into `target` at
+ * offset 0 and returns its length; `target` needs
+ * {@linkcode serverFrameHeaderLength} bytes.
+ */
+export function writeServerFrameHeader(
+  target: Uint8Array,
+  opcode: number,
+  payloadLength: number,
+): number {
+  if (!Number.isSafeInteger(payloadLength) || payloadLength < 0) {
+    throw new RangeError(`Invalid payload length ${payloadLength}`);
+  }
+  target[0] = 0x80 | opcode;
+  if (payloadLength < 126) {
+    target[1] = payloadLength;
+    return 2;
+  }
+  if (payloadLength < 0x10000) {
+    target[1] = 126;
+    target[2] = payloadLength >>> 8;
+    target[3] = payloadLength & 0xff;
+    return 4;
+  }
+  target[1] = 127;
+  const high = Math.floor(payloadLength / 0x1_0000_0000);
+  const low = payloadLength >>> 0;
+  for (let i = 0; i < 4; i++) {
+    target[2 + i] = (high >>> (24 - 8 * i)) & 0xff;
+    target[6 + i] = (low >>> (24 - 8 * i)) & 0xff;
+  }
+  return 10;
+}
+
+/** Encodes the header of an unmasked server frame (FIN set) into a new array. */
+export function encodeServerFrameHeader(
+  opcode: number,
+  payloadLength: number,
+): Uint8Array {
+  const header = new Uint8Array(serverFrameHeaderLength(payloadLength));
+  writeServerFrameHeader(header, opcode, payloadLength);
+  return header;
+}
+
+/**
+ * Encodes a complete unmasked server frame: header and payload in one array
+ * (for control frames and small messages).
+ */
+export function encodeServerFrame(opcode: number, payload: Uint8Array): Uint8Array {
+  const frame = new Uint8Array(serverFrameHeaderLength(payload.length) + payload.length);
+  frame.set(payload, writeServerFrameHeader(frame, opcode, payload.length));
+  return frame;
+}
+
+/**
+ * Checks the first two bytes of a client frame and returns the full header
+ * length they announce (6, 8 or 14), so a reader can fetch exactly the rest.
+ *
+ * @throws {WebSocketProtocolError} on an unmasked frame, RSV bits, an
+ * unknown opcode, or a fragmented or oversized control frame.
+ */
+export function clientFrameHeaderLength(bytes: Uint8Array): number {
+  if (bytes.length < 2) throw new RangeError("A frame header needs at least 2 bytes");
+  const first = bytes[0]!;
+  const second = bytes[1]!;
+  // RFC 6455 §5.2: RSV1-3 must be 0 unless an extension says otherwise,
+  // and this server negotiates none.
+  if ((first & 0x70) !== 0) throw new WebSocketProtocolError("Reserved bits set");
+  const opcode = first & 0x0f;
+  if (
+    opcode > OPCODE.binary && opcode !== OPCODE.close && opcode !== OPCODE.ping &&
+    opcode !== OPCODE.pong
+  ) {
+    throw new WebSocketProtocolError(`Unknown opcode ${opcode}`);
+  }
+  // RFC 6455 §5.1: a server must close on an unmasked client frame.
+  if ((second & 0x80) === 0) throw new WebSocketProtocolError("Client frame not masked");
+  const length7 = second & 0x7f;
+  if (isControlOpcode(opcode)) {
+    // RFC 6455 §5.5: control frames are never fragmented, at most 125 bytes.
+    if ((first & 0x80) === 0) throw new WebSocketProtocolError("Fragmented control frame");
+    if (length7 > MAX_CONTROL_PAYLOAD) throw new WebSocketProtocolError("Control frame too long");
+  }
+  return 2 + (length7 === 126 ? 2 : length7 === 127 ? 8 : 0) + 4;
+}
+
+/**
+ * Parses a client frame header from `bytes`, which must hold at least the
+ * length {@linkcode clientFrameHeaderLength} reports. The mask key is
+ * copied, so `bytes` may be reused.
+ *
+ * @throws {WebSocketProtocolError} as {@linkcode clientFrameHeaderLength},
+ * and with 1009 for a 64-bit length of 2^53 or more.
+ */
+export function parseClientFrameHeader(bytes: Uint8Array): FrameHeader {
+  const headerLength = clientFrameHeaderLength(bytes);
+  if (bytes.length < headerLength) {
+    throw new RangeError(`The frame header needs ${headerLength} bytes, got ${bytes.length}`);
+  }
+  const length7 = bytes[1]! & 0x7f;
+  let payloadLength = length7;
+  if (length7 === 126) {
+    payloadLength = (bytes[2]! << 8) | bytes[3]!;
+  } else if (length7 === 127) {
+    const high = ((bytes[2]! << 24) | (bytes[3]! << 16) | (bytes[4]! << 8) | bytes[5]!) >>> 0;
+    const low = ((bytes[6]! << 24) | (bytes[7]! << 16) | (bytes[8]! << 8) | bytes[9]!) >>> 0;
+    // RFC 6455 §5.2 wants the top bit 0; JavaScript numbers stop at 2^53.
+    if (high >= 0x20_0000) {
+      throw new WebSocketProtocolError("Frame length too large", CLOSE_CODE.tooBig);
+    }
+    payloadLength = high * 0x1_0000_0000 + low;
+  }
+  return {
+    fin: (bytes[0]! & 0x80) !== 0,
+    opcode: bytes[0]! & 0x0f,
+    masked: true,
+    maskKey: bytes.slice(headerLength - 4, headerLength),
+    payloadLength,
+    headerLength,
+  };
+}
+
+/**
+ * Unmasks (or masks) `data` in place with `maskKey` (RFC 6455 §5.3), where
+ * `offset` is the position of `data[0]` within the frame's payload, so a
+ * payload read in pieces can be unmasked piece by piece.
+ */
+export function unmask(data: Uint8Array, maskKey: Uint8Array, offset = 0): void {
+  const length = data.length;
+  let i = 0;
+  // Bytes up to a 4-byte boundary of the underlying memory, one by one.
+  const misaligned = (4 - (data.byteOffset & 3)) & 3;
+  const head = Math.min(misaligned, length);
+  for (; i < head; i++) data[i]! ^= maskKey[(offset + i) & 3]!;
+  // Then 4 bytes at a time, with the key rotated to this phase; the word is
+  // built through a byte view, so it works whatever the platform's endianness.
+  const words = (length - i) >>> 2;
+  if (words > 0) {
+    const keyBytes = new Uint8Array(4);
+    for (let k = 0; k < 4; k++) keyBytes[k] = maskKey[(offset + i + k) & 3]!;
+    const key = new Uint32Array(keyBytes.buffer)[0]!;
+    const view = new Uint32Array(data.buffer, data.byteOffset + i, words);
+    for (let w = 0; w < words; w++) view[w]! ^= key;
+    i += words * 4;
+  }
+  for (; i < length; i++) data[i]! ^= maskKey[(offset + i) & 3]!;
+}
+
+/** RFC 6455 §4.2.2: the `Sec-WebSocket-Accept` value for a client's key. */
+export function computeAcceptKey(key: string): string {
+  return createHash("sha1").update(key + ACCEPT_GUID).digest("base64");
+}
+
+/** A parsed HTTP/1.1 request head. */
+export interface RequestHead {
+  /** Method, e.g. `GET` (case-sensitive, RFC 9110 §9.1). */
+  readonly method: string;
+  /** Request target as sent: path and query, or an absolute URI. */
+  readonly target: string;
+  /** Version, e.g. `HTTP/1.1`. */
+  readonly version: string;
+  /** Headers by lower-case name; repeated ones joined with ", " (RFC 9110 §5.3). */
+  readonly headers: ReadonlyMap<string, string>;
+}
+
+/** Default bound on a request head, terminating blank line included. */
+export const DEFAULT_MAX_HEAD_BYTES = 8192;
+/** Header lines accepted in one request head. */
+const MAX_HEADER_LINES = 100;
+/** RFC 9110 §5.6.2: token characters. */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** Request target: visible ASCII, no spaces (RFC 9112 §3.2). */
+const TARGET = /^[\x21-\x7e]+$/;
+/** RFC 9112 §2.3. */
+const VERSION = /^HTTP\/[0-9]\.[0-9]$/;
+/** RFC 9110 §5.5: field-vchar, obs-text, SP and HTAB; no other controls. */
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/**
+ * Index just past the `\r\n\r\n` ending a request head in `bytes`, or -1.
+ * `from` lets a caller that reads in pieces skip what it already searched.
+ */
+export function findHeadEnd(bytes: Uint8Array, from = 0): number {
+  for (let i = Math.max(0, from - 3); i + 3 < bytes.length; i++) {
+    if (
+      bytes[i] === 0x0d && bytes[i + 1] === 0x0a && bytes[i + 2] === 0x0d &&
+      bytes[i + 3] === 0x0a
+    ) {
+      return i + 4;
+    }
+  }
+  return -1;
+}
+
+/**
+ * Parses an HTTP/1.1 request head: the request line and header lines up to
+ * and including the blank line (RFC 9112 §2-§5), strictly. Bytes are read as
+ * Latin-1, so any octet maps to one character.
+ *
+ * @throws {SyntaxError} on a malformed request line, a bare LF, obs-fold, a
+ * header without a colon or with a non-token name or whitespace before the
+ * colon, control characters in a value, more than `maxBytes` bytes, or a
+ * missing final blank line.
+ */
+export function parseRequestHead(
+  bytes: Uint8Array,
+  options: { maxBytes?: number } = {},
+): RequestHead {
+  const maxBytes = options.maxBytes ?? DEFAULT_MAX_HEAD_BYTES;
+  if (bytes.length > maxBytes) throw new SyntaxError("Request head is too long");
+  const text = latin1(bytes);
+  if (!text.endsWith("\r\n\r\n")) throw new SyntaxError("Request head is incomplete");
+  const lines = text.slice(0, -4).split("\r\n");
+  // A lone LF or CR anywhere is not a line ending we accept (RFC 9112 §2.2
+  // allows tolerating a bare LF; being strict keeps parsers in agreement).
+  if (lines.some((line) => line.includes("\n") || line.includes("\r"))) {
+    throw new SyntaxError("Bare CR or LF in request head");
+  }
+  const requestLine = lines[0]!.split(" ");
+  if (requestLine.length !== 3) throw new SyntaxError("Malformed request line");
+  const [method, target, version] = requestLine as [string, string, string];
+  if (!TOKEN.test(method)) throw new SyntaxError("Malformed request method");
+  if (!TARGET.test(target)) throw new SyntaxError("Malformed request target");
+  if (!VERSION.test(version)) throw new SyntaxError("Malformed HTTP version");
+  if (lines.length - 1 > MAX_HEADER_LINES) throw new SyntaxError("Too many header lines");
+  const headers = new Map<string, string>();
+  for (const line of lines.slice(1)) {
+    // RFC 9112 §5.2: obs-fold is rejected in requests.
+    if (line.startsWith(" ") || line.startsWith("\t")) {
+      throw new SyntaxError("Obsolete line folding in request head");
+    }
+    const colon = line.indexOf(":");
+    if (colon < 0) throw new SyntaxError("Header line without a colon");
+    const name = line.slice(0, colon);
+    // RFC 9112 §5.1: no whitespace between the name and the colon.
+    if (!TOKEN.test(name)) throw new SyntaxError("Malformed header name");
+    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
+    if (!FIELD_VALUE.test(value)) throw new SyntaxError("Control character in header value");
+    const key = name.toLowerCase();
+    const previous = headers.get(key);
+    headers.set(key, previous === undefined ? value : `${previous}, ${value}`);
+  }
+  return { method, target, version, headers };
+}
+
+/** The comma-separated elements of a header value, trimmed, empty ones dropped. */
+export function headerTokens(value: string | undefined): string[] {
+  if (value === undefined) return [];
+  return value.split(",").map((token) => token.trim()).filter((token) => token !== "");
+}
+
+function latin1(bytes: Uint8Array): string {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 4096) {
+    text += String.fromCharCode(...bytes.subarray(i, i + 4096));
+  }
+  return text;
+}

@@ -1,0 +1,360 @@
+/**
+ * A `Duplex` speaking RFC 6455 (server side) directly over a TCP or TLS
+ * `Duplex`, after the opening handshake. No receive queue: a read takes
+ * payload bytes straight from the socket into the caller's buffer and
+ * unmasks them there, so TCP backpressure reaches the viewer and memory
+ * stays bounded whatever it sends. A write sends one binary frame, with no
+ * copy for large payloads (DESIGN §5, STYLE "Bounded buffers").
+ *
+ * @module
+ */
+
+import { readExact, UnexpectedEofError } from "./byte_reader.ts";
+import type { Duplex } from "./duplex.ts";
+import {
+  clientFrameHeaderLength,
+  CLOSE_CODE,
+  encodeServerFrame,
+  encodeServerFrameHeader,
+  isControlOpcode,
+  OPCODE,
+  parseClientFrameHeader,
+  serverFrameHeaderLength,
+  unmask,
+  WebSocketProtocolError,
+  writeServerFrameHeader,
+} from "./websocket_frames.ts";
+
+/**
+ * Payloads up to this size go out with their header in one write (one TCP
+ * segment with `TCP_NODELAY`); larger ones as two writes, without copying.
+ */
+export const COALESCE_LIMIT = 64 * 1024;
+/** How long a local close waits for its close frame to be written. */
+export const CLOSE_WRITE_TIMEOUT_MS = 1_000;
+/** RFC 6455 §5.5.1: a close reason fits a control frame after the code. */
+const MAX_CLOSE_REASON_BYTES = 123;
+
+/** Options of {@linkcode WebSocketStreamDuplex}. */
+export interface WebSocketStreamDuplexOptions {
+  /**
+   * Keepalive: after this long without anything from the viewer, send a
+   * ping; close with 1001 if nothing arrives within as long again. 0
+   * disables it (snf-vncauthproxy never pinged). @default {0}
+   */
+  pingIntervalMs?: number;
+}
+
+/** The code and reason of the viewer's close frame. */
+export interface WebSocketCloseInfo {
+  /** Close code (1005 when the frame had none). */
+  readonly code: number;
+  /** Close reason, possibly empty. */
+  readonly reason: string;
+}
+
+const encoder = new TextEncoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * A WebSocket over a connected `Duplex`, whose opening handshake is done.
+ *
+ * Binary, text and continuation frames from the viewer are all taken as raw
+ * payload bytes (snf-vncauthproxy did the same, peers.md §1.10); message
+ * boundaries do not matter to RFB. Pings are answered, pongs ignored, and a
+ * close frame is answered and ends the stream. Only one `read()` may be
+ * pending at a time, as with any `Duplex`.
+ */
+export class WebSocketStreamDuplex implements Duplex {
+  readonly #inner: Duplex;
+  readonly #pingIntervalMs: number;
+  /** Payload bytes of the current data frame not yet read. */
+  #remaining = 0;
+  /** Payload bytes of the current data frame already read (mask phase). */
+  #position = 0;
+  #maskKey: Uint8Array = new Uint8Array(4);
+  /** A fragmented data message has begun and not yet ended. */
+  #inMessage = false;
+  /** Tail of the chain that keeps frames from interleaving on the wire. */
+  #writeTail: Promise<void> = Promise.resolve();
+  #closeSent = false;
+  /** Set by a local close, the viewer's close, or a failure. */
+  #closed = false;
+  #peerClose: WebSocketCloseInfo | undefined;
+  readonly #innerClosed = Promise.withResolvers<void>();
+  #keepaliveTimer: ReturnType<typeof setTimeout> | undefined;
+  #lastHeard = 0;
+  #pingSentAt: number | undefined;
+  /** The peer's address as `host:port`. */
+  readonly remoteAddress: string;
+
+  /** Wraps `inner` (after the handshake); the duplex owns it from now on. */
+  constructor(inner: Duplex, options: WebSocketStreamDuplexOptions = {}) {
+    this.#inner = inner;
+    this.remoteAddress = inner.remoteAddress;
+    this.#pingIntervalMs = options.pingIntervalMs ?? 0;
+    if (this.#pingIntervalMs > 0) {
+      this.#lastHeard = performance.now();
+      this.#armKeepalive(this.#pingIntervalMs);
+    }
+  }
+
+  /** The viewer's close frame, once it has sent one. */
+  get peerClose(): WebSocketCloseInfo | undefined {
+    return this.#peerClose;
+  }
+
+  /** Resolves once the underlying connection is closed; never rejects. */
+  get closed(): Promise<void> {
+    return this.#innerClosed.promise;
+  }
+
+  /**
+   * Reads at most `buffer.length` payload bytes of the current data frame
+   * straight into `buffer`, handling control frames on the way. Resolves to
+   * `null` at end of stream: after the viewer's close frame, at a clean end
+   * of the connection between frames, or after a local `close()`.
+   *
+   * @throws {WebSocketProtocolError} when the viewer breaks RFC 6455 (the
+   * connection is closed with the error's code first).
+   * @throws {UnexpectedEofError} when the connection ends inside a frame.
+   */
+  async read(buffer: Uint8Array): Promise<number | null> {
+    if (buffer.length === 0) return this.#closed ? null : 0;
+    try {
+      while (!this.#closed) {
+        if (this.#remaining > 0) {
+          const want = Math.min(buffer.length, this.#remaining);
+          const target = want === buffer.length ? buffer : buffer.subarray(0, want);
+          const n = await this.#inner.read(target);
+          if (n === null) throw new UnexpectedEofError(this.#remaining);
+          this.#heard();
+          unmask(
+            n === target.length ? target : target.subarray(0, n),
+            this.#maskKey,
+            this.#position,
+          );
+          this.#position += n;
+          this.#remaining -= n;
+          return n;
+        }
+        if (!(await this.#readFrameHeader())) return null;
+      }
+      return null;
+    } catch (error) {
+      if (this.#closed) return null;
+      // RFC 6455 §7.1.7: fail the connection, saying why when it is the
+      // viewer's fault; a broken connection gets no close frame.
+      this.#shutDown(
+        error instanceof WebSocketProtocolError
+          ? closePayload(error.code, error.message)
+          : undefined,
+      );
+      throw error;
+    }
+  }
+
+  /**
+   * Sends `data` as one binary frame; resolves once the connection has
+   * taken it, so the caller may then reuse `data`.
+   *
+   * @throws {Deno.errors.BadResource} once closed.
+   */
+  write(data: Uint8Array): Promise<void> {
+    if (this.#closed || this.#closeSent) return Promise.reject(closedError());
+    if (data.length === 0) return Promise.resolve();
+    return this.#serialize(async () => {
+      if (data.length <= COALESCE_LIMIT) {
+        const headerLength = serverFrameHeaderLength(data.length);
+        const frame = new Uint8Array(headerLength + data.length);
+        writeServerFrameHeader(frame, OPCODE.binary, data.length);
+        frame.set(data, headerLength);
+        await this.#inner.write(frame);
+      } else {
+        await this.#inner.write(encodeServerFrameHeader(OPCODE.binary, data.length));
+        await this.#inner.write(data);
+      }
+    });
+  }
+
+  /**
+   * Sends a close frame with `code` and `reason` (RFC 6455 §7.4, best
+   * effort, at most {@linkcode CLOSE_WRITE_TIMEOUT_MS}), then closes the
+   * connection; later calls do nothing. A pending read resolves to `null`,
+   * pending writes reject.
+   */
+  close(code: number = CLOSE_CODE.normal, reason = ""): void {
+    if (this.#closed) return;
+    this.#shutDown(closePayload(code, reason));
+  }
+
+  /**
+   * Reads and handles one frame header (and a control frame's payload).
+   * Resolves to false at a clean end of the connection between frames.
+   */
+  async #readFrameHeader(): Promise<boolean> {
+    // Exact reads only: never consume a byte past this frame's header.
+    const start = new Uint8Array(2);
+    const n = await this.#inner.read(start);
+    if (n === null) {
+      this.#shutDown();
+      return false;
+    }
+    if (n === 1) start[1] = (await readExact(this.#inner, 1))[0]!;
+    this.#heard();
+    const headerLength = clientFrameHeaderLength(start);
+    const bytes = new Uint8Array(headerLength);
+    bytes.set(start);
+    bytes.set(await readExact(this.#inner, headerLength - 2), 2);
+    const header = parseClientFrameHeader(bytes);
+
+    if (isControlOpcode(header.opcode)) {
+      const payload = header.payloadLength === 0
+        ? new Uint8Array(0)
+        : await readExact(this.#inner, header.payloadLength);
+      unmask(payload, header.maskKey);
+      await this.#onControlFrame(header.opcode, payload);
+      return true;
+    }
+    // RFC 6455 §5.4: a continuation continues a started message; a new
+    // message must not start inside another.
+    if (header.opcode === OPCODE.continuation) {
+      if (!this.#inMessage) throw new WebSocketProtocolError("Unexpected continuation frame");
+    } else if (this.#inMessage) {
+      throw new WebSocketProtocolError("Expected a continuation frame");
+    }
+    this.#inMessage = !header.fin;
+    this.#maskKey = header.maskKey;
+    this.#remaining = header.payloadLength;
+    this.#position = 0;
+    return true;
+  }
+
+  async #onControlFrame(opcode: number, payload: Uint8Array): Promise<void> {
+    if (opcode === OPCODE.ping) {
+      // RFC 6455 §5.5.2: answer with the same payload.
+      await this.#serialize(() => this.#inner.write(encodeServerFrame(OPCODE.pong, payload)));
+    } else if (opcode === OPCODE.close) {
+      this.#peerClose = parseClosePayload(payload);
+      // RFC 6455 §5.5.1: echo the status code, then the stream is over.
+      const code = this.#peerClose.code;
+      this.#shutDown(payload.length === 0 ? new Uint8Array(0) : closePayload(code, ""));
+    }
+    // Pongs only prove the viewer is alive, which reading them did.
+  }
+
+  /**
+   * Ends the duplex once: sends a close frame with `payload` unless one was
+   * sent or `payload` is undefined, then closes the connection.
+   */
+  #shutDown(payload?: Uint8Array): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#keepaliveTimer);
+    this.#keepaliveTimer = undefined;
+    if (this.#closeSent || payload === undefined) {
+      this.#closeInner();
+      return;
+    }
+    this.#closeSent = true;
+    const frame = encodeServerFrame(OPCODE.close, payload);
+    const sending = this.#serialize(() => this.#inner.write(frame));
+    const timer = setTimeout(() => this.#closeInner(), CLOSE_WRITE_TIMEOUT_MS);
+    sending.then(
+      () => this.#closeInner(),
+      () => this.#closeInner(),
+    ).finally(() => clearTimeout(timer));
+  }
+
+  #closeInner(): void {
+    this.#inner.close();
+    this.#innerClosed.resolve();
+  }
+
+  /** Runs `task` after every write queued before it, so frames never interleave. */
+  #serialize(task: () => Promise<void>): Promise<void> {
+    const run = this.#writeTail.then(task);
+    this.#writeTail = run.then(ignore, ignore);
+    return run;
+  }
+
+  #heard(): void {
+    if (this.#pingIntervalMs > 0) this.#lastHeard = performance.now();
+  }
+
+  #armKeepalive(ms: number): void {
+    this.#keepaliveTimer = setTimeout(() => this.#onKeepalive(), Math.max(1, ms));
+  }
+
+  /** One timer: ping after a silent interval, close 1001 after another. */
+  #onKeepalive(): void {
+    this.#keepaliveTimer = undefined;
+    if (this.#closed) return;
+    const now = performance.now();
+    const interval = this.#pingIntervalMs;
+    if (this.#pingSentAt !== undefined && this.#lastHeard < this.#pingSentAt) {
+      if (now - this.#pingSentAt >= interval) {
+        this.#shutDown(closePayload(CLOSE_CODE.goingAway, "Ping timeout"));
+        return;
+      }
+      this.#armKeepalive(this.#pingSentAt + interval - now);
+      return;
+    }
+    this.#pingSentAt = undefined;
+    const idle = now - this.#lastHeard;
+    if (idle < interval) {
+      this.#armKeepalive(interval - idle);
+      return;
+    }
+    this.#pingSentAt = now;
+    this.#serialize(() => this.#inner.write(encodeServerFrame(OPCODE.ping, new Uint8Array(0))))
+      .catch(ignore);
+    this.#armKeepalive(interval);
+  }
+}
+
+function ignore(): void {}
+
+function closedError(): Deno.errors.BadResource {
+  return new Deno.errors.BadResource("WebSocket is closed");
+}
+
+/** A close frame's payload: the code, then the reason cut to fit. */
+function closePayload(code: number, reason: string): Uint8Array {
+  let text = encoder.encode(reason);
+  if (text.length > MAX_CLOSE_REASON_BYTES) {
+    // Cut on a character boundary so the reason stays valid UTF-8.
+    let end = MAX_CLOSE_REASON_BYTES;
+    while (end > 0 && (text[end]! & 0xc0) === 0x80) end--;
+    text = text.subarray(0, end);
+  }
+  const payload = new Uint8Array(2 + text.length);
+  payload[0] = code >>> 8;
+  payload[1] = code & 0xff;
+  payload.set(text, 2);
+  return payload;
+}
+
+/**
+ * Parses a close frame's payload (RFC 6455 §5.5.1, §7.4).
+ *
+ * @throws {WebSocketProtocolError} on a 1-byte payload or a code no peer
+ * may send (1002), or a reason that is not UTF-8 (1007).
+ */
+function parseClosePayload(payload: Uint8Array): WebSocketCloseInfo {
+  if (payload.length === 0) return { code: 1005, reason: "" };
+  if (payload.length === 1) throw new WebSocketProtocolError("Close frame with a 1-byte payload");
+  const code = (payload[0]! << 8) | payload[1]!;
+  if (!isValidCloseCode(code)) throw new WebSocketProtocolError(`Invalid close code ${code}`);
+  try {
+    return { code, reason: strictDecoder.decode(payload.subarray(2)) };
+  } catch {
+    throw new WebSocketProtocolError("Close reason is not UTF-8", CLOSE_CODE.invalidPayload);
+  }
+}
+
+/** RFC 6455 §7.4.1-§7.4.2: codes a peer may put in a close frame. */
+function isValidCloseCode(code: number): boolean {
+  if (code >= 3000 && code <= 4999) return true;
+  return code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006;
+}
