@@ -120,6 +120,7 @@ async function listen(
       : await openWebSocketListener(config.proxyListenAddress, port, {
         logger,
         pingIntervalMs: config.wsPingIntervalMs,
+        handshakeTimeoutMs: config.clientTimeoutMs,
         ...(tls ? { tls } : {}),
       });
   } catch (error) {

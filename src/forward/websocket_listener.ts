@@ -1,20 +1,31 @@
 /**
- * The one-shot listener of `vnc-ws` and `vnc-wss` forwardings: an HTTP (or
- * HTTPS) server that upgrades one WebSocket on any path and hands it out as
- * a `Duplex` (DESIGN §5, peers.md §1.10).
+ * The one-shot listener of `vnc-ws` and `vnc-wss` forwardings, with our own
+ * RFC 6455 opening handshake over `Deno.listen` / `Deno.listenTls`: it
+ * upgrades one WebSocket on any path and hands it out as a
+ * {@linkcode WebSocketDuplex} (DESIGN §5, peers.md §1.10).
  *
- * Unlike snf-vncauthproxy, which serialized request handling so one idle TCP
- * connection blocked the real viewer (peers.md §1.10, W16), `Deno.serve`
- * handles every connection and request on its own. It has no deadline for
- * reading request headers, so an idle connection lasts until the server
- * closes: when the forwarding times out without a viewer, or when its
- * session ends.
+ * Every connection is handled on its own, each with a deadline for its
+ * request head, so neither an idle TCP connection nor a slow one delays the
+ * viewer (snf-vncauthproxy serialized them, peers.md W16), and neither
+ * lives longer than `handshakeTimeoutMs`. The upgraded socket is ours, not
+ * an HTTP server's, so the port closes the moment the first viewer wins
+ * (DESIGN §4.5) without cutting the winner.
  *
  * @module
  */
 
-import { formatHostPort } from "../io/duplex.ts";
+import { ConnDuplex, type Duplex, formatHostPort, setNoDelay } from "../io/duplex.ts";
+import { startDeadline, withDeadline } from "../io/deadline.ts";
 import { bindAll } from "../io/listen_addresses.ts";
+import {
+  CLOSE_CODE,
+  computeAcceptKey,
+  DEFAULT_MAX_HEAD_BYTES,
+  findHeadEnd,
+  headerTokens,
+  parseRequestHead,
+  type RequestHead,
+} from "../io/websocket_frames.ts";
 import { WebSocketDuplex } from "../io/websocket_duplex.ts";
 import type { Logger } from "../log.ts";
 import type { ClientListener } from "./client_listener.ts";
@@ -25,41 +36,49 @@ export interface WebSocketListenerOptions {
   tls?: { cert: string; key: string };
   /** The forwarding's logger. */
   logger: Logger;
-  /**
-   * Keepalive: after this long without a frame from the viewer, send a ping;
-   * close with 1001 if nothing arrives within as long again. 0 disables it,
-   * like snf-vncauthproxy, which never pinged. Implemented by
-   * `Deno.upgradeWebSocket`'s `idleTimeout` (seconds, pings at half of it),
-   * which would otherwise default to 30 s. @default {0}
-   */
+  /** See `WebSocketDuplexOptions.pingIntervalMs`. @default {0} */
   pingIntervalMs?: number;
-  /** See `WebSocketDuplexOptions.maxQueuedBytes`. */
-  maxQueuedBytes?: number;
-  /** See `WebSocketDuplexOptions.maxBufferedBytes`. */
-  maxBufferedBytes?: number;
+  /**
+   * Time a connection has to send its request head (and, for `wss`, finish
+   * the TLS handshake) and take the response. @default {10000}
+   */
+  handshakeTimeoutMs?: number;
+  /** Longest request head accepted; longer gets 431. @default {8192} */
+  maxHeaderBytes?: number;
 }
 
 /** Body of the answer to anything but a WebSocket upgrade. */
 const NOT_WEBSOCKET = "This port serves one VNC WebSocket console\n";
-/** RFC 6455 §7.4.1: going away; the reason snf-vncauthproxy sent. */
-const CLOSE_GOING_AWAY = 1001;
 const SECOND_CLIENT_REASON = "Only a single connection allowed";
+const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 /** RFC 6455 §4.2.1: the key is 16 random bytes in base64. */
 const WEBSOCKET_KEY = /^[A-Za-z0-9+/]{21}[AQgw]==$/;
 /** Longest request path put in a log line. */
 const MAX_LOGGED_PATH = 100;
+/** After an error response, how long to read what the client still sends. */
+const LINGER_MS = 1_000;
+/** ...and how much of it. */
+const MAX_LINGER_BYTES = 64 * 1024;
+/** Pause after a failed accept (e.g. out of file descriptors). */
+const ACCEPT_RETRY_MS = 100;
+
+const STATUS_TEXT: Record<number, string> = {
+  400: "Bad Request",
+  405: "Method Not Allowed",
+  426: "Upgrade Required",
+  431: "Request Header Fields Too Large",
+  505: "HTTP Version Not Supported",
+};
+
+const encoder = new TextEncoder();
 
 /**
- * Opens an HTTP server (HTTPS with `options.tls`) on every address of
+ * Opens a WebSocket listener (TLS with `options.tls`) on every address of
  * `address` at `port` (0 picks a free port, shown in `addresses`). The first
- * WebSocket to open wins; later ones are closed with 1001 "Only a single
- * connection allowed", other requests get a short 400 (405 for methods other
- * than GET and HEAD).
- *
- * `Deno.serve`'s shutdown also ends the WebSockets it upgraded, so the server
- * that carries the winner keeps listening (refusing everything) until the
- * winner or the listener closes, as snf-vncauthproxy's did; servers on other
- * addresses stop at once.
+ * WebSocket upgrade wins and every listening socket closes at once; a
+ * connection that completes an upgrade after that gets a 101 and then
+ * close code 1001 "Only a single connection allowed", as with
+ * snf-vncauthproxy. Other requests get a short 4xx.
  *
  * @throws {Deno.errors.AddrInUse} when the port is taken (nothing stays open).
  */
@@ -68,68 +87,62 @@ export async function openWebSocketListener(
   port: number,
   options: WebSocketListenerOptions,
 ): Promise<ClientListener> {
-  const listener = new WebSocketListener(options);
+  const { tls } = options;
   let chosenPort = port;
-  const handles = await bindAll(address, port, (hostname) => {
-    const server = listener.serve(hostname, chosenPort);
+  const listeners = await bindAll(address, port, (hostname): Deno.Listener => {
+    const listener = tls
+      ? Deno.listenTls({ hostname, port: chosenPort, cert: tls.cert, key: tls.key })
+      : Deno.listen({ hostname, port: chosenPort, transport: "tcp" });
     // Port 0: bind the other addresses of a host name at the same port.
-    chosenPort = server.addr.port;
-    return { server, close: () => void listener.close() };
-  }).catch(async (error) => {
-    await listener.close();
-    throw error;
+    chosenPort = (listener.addr as Deno.NetAddr).port;
+    return listener;
   });
-  listener.recordAddresses(handles.map((handle) => handle.server));
-  return listener;
+  return new WebSocketListener(listeners, options);
 }
 
-type Server = Deno.HttpServer<Deno.NetAddr>;
+/** What the validation of a request head decided. */
+type Verdict =
+  | { readonly upgrade: true; readonly key: string; readonly protocol?: string }
+  | {
+    readonly upgrade: false;
+    readonly status: number;
+    readonly why: string;
+    readonly body?: string;
+    readonly headers?: readonly [string, string][];
+  };
 
 class WebSocketListener implements ClientListener {
-  readonly #options: WebSocketListenerOptions;
+  readonly #listeners: Deno.Listener[];
   readonly #logger: Logger;
-  readonly #servers: Server[] = [];
-  #addresses: string[] = [];
+  readonly #pingIntervalMs: number;
+  readonly #handshakeTimeoutMs: number;
+  readonly #maxHeaderBytes: number;
   #state: "listening" | "won" | "closed" = "listening";
-  #winner: WebSocketDuplex | undefined;
-  #winnerServer: Server | undefined;
-  readonly #stopping = new Map<Server, Promise<void>>();
+  #listening = true;
+  /** Aborted by `close()`: ends handshakes in flight and accept pauses. */
+  readonly #closing = new AbortController();
+  /** Accept loops and handshakes in flight; none ever rejects. */
+  readonly #tasks = new Set<Promise<void>>();
   readonly #won = Promise.withResolvers<WebSocketDuplex>();
   readonly #closedSignal = Promise.withResolvers<never>();
-  #closing: Promise<void> | undefined;
+  #winner: WebSocketDuplex | undefined;
+  #handedOut = false;
+  #closed: Promise<void> | undefined;
+  readonly addresses: readonly string[];
 
-  constructor(options: WebSocketListenerOptions) {
-    this.#options = options;
+  constructor(listeners: Deno.Listener[], options: WebSocketListenerOptions) {
+    this.#listeners = listeners;
     this.#logger = options.logger;
+    this.#pingIntervalMs = options.pingIntervalMs ?? 0;
+    this.#handshakeTimeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    this.#maxHeaderBytes = options.maxHeaderBytes ?? DEFAULT_MAX_HEAD_BYTES;
+    this.addresses = listeners.map((listener) => {
+      const addr = listener.addr as Deno.NetAddr;
+      return formatHostPort(addr.hostname, addr.port);
+    });
     // acceptOne may never be called; its rejection is only for it.
     this.#closedSignal.promise.catch(() => {});
-  }
-
-  get addresses(): readonly string[] {
-    return this.#addresses;
-  }
-
-  /** Starts one server; throws synchronously when the port is taken. */
-  serve(hostname: string, port: number): Server {
-    const server: Server = Deno.serve({
-      hostname,
-      port,
-      ...(this.#options.tls ?? {}),
-      onListen: () => {}, // Deno.serve would print "Listening on ..."
-      onError: (error) => {
-        this.#logger.warn(`WebSocket listener error: ${describe(error)}`);
-        return textResponse(500, "Internal error\n");
-      },
-    }, (request, info): Response => this.#handle(request, info, server));
-    this.#servers.push(server);
-    return server;
-  }
-
-  /** Notes the bound addresses once every server is up. */
-  recordAddresses(servers: Server[]): void {
-    this.#addresses = servers.map((server) =>
-      formatHostPort(server.addr.hostname, server.addr.port)
-    );
+    for (const listener of listeners) this.#track(this.#acceptLoop(listener));
   }
 
   async acceptOne(signal: AbortSignal): Promise<WebSocketDuplex> {
@@ -138,11 +151,13 @@ class WebSocketListener implements ClientListener {
     const onAbort = () => aborted.reject(signal.reason);
     signal.addEventListener("abort", onAbort, { once: true });
     try {
-      return await Promise.race([
+      const winner = await Promise.race([
         this.#won.promise,
         this.#closedSignal.promise,
         aborted.promise,
       ]);
+      this.#handedOut = true;
+      return winner;
     } catch (error) {
       if (signal.aborted) {
         await this.close();
@@ -155,150 +170,282 @@ class WebSocketListener implements ClientListener {
   }
 
   /**
-   * Stops every server and frees the port; idempotent. The winning
-   * WebSocket, if any, is closed too: it lives on its server.
+   * Stops listening, frees the port and ends handshakes in flight;
+   * idempotent. A winner already handed out by `acceptOne()` is the
+   * caller's to close; one not yet handed out is closed with 1001.
    */
   close(): Promise<void> {
-    this.#closing ??= this.#closeAll();
-    return this.#closing;
+    this.#closed ??= this.#closeAll();
+    return this.#closed;
   }
 
   async #closeAll(): Promise<void> {
     this.#state = "closed";
-    this.#closedSignal.reject(
-      new Deno.errors.BadResource("WebSocket listener is closed"),
-    );
-    // The winner's server stops once the viewer has had its close frame
-    // (the duplex's onClose); shutting it down first would cut the socket.
-    this.#winner?.close(CLOSE_GOING_AWAY, "Server going away");
-    await Promise.all([
-      this.#winner?.closed,
-      ...this.#servers
-        .filter((server) => server !== this.#winnerServer)
-        .map((server) => this.#stop(server)),
-    ]);
+    this.#stopListening();
+    const reason = new Deno.errors.BadResource("WebSocket listener is closed");
+    this.#closing.abort(reason);
+    this.#closedSignal.reject(reason);
+    const unclaimed = this.#handedOut ? undefined : this.#winner;
+    unclaimed?.close(CLOSE_CODE.goingAway, "Server going away");
+    while (this.#tasks.size > 0) await Promise.all(this.#tasks);
+    await unclaimed?.closed;
   }
 
-  /** Shuts `server` down once, however often asked. */
-  #stop(server: Server): Promise<void> {
-    let stopping = this.#stopping.get(server);
-    if (stopping === undefined) {
-      stopping = server.shutdown();
-      this.#stopping.set(server, stopping);
+  /** Closes every listening socket once: the port is free from here on. */
+  #stopListening(): void {
+    if (!this.#listening) return;
+    this.#listening = false;
+    for (const listener of this.#listeners) {
+      try {
+        listener.close();
+      } catch {
+        // Already closed.
+      }
     }
-    return stopping;
   }
 
-  #handle(
-    request: Request,
-    info: Deno.ServeHandlerInfo<Deno.NetAddr>,
-    server: Server,
-  ): Response {
-    const remote = formatHostPort(
-      info.remoteAddr.hostname,
-      info.remoteAddr.port,
-    );
-    if (request.method !== "GET" && request.method !== "HEAD") {
-      return textResponse(405, NOT_WEBSOCKET, { allow: "GET" });
+  #track(task: Promise<void>): void {
+    this.#tasks.add(task);
+    const done = () => void this.#tasks.delete(task);
+    task.then(done, done);
+  }
+
+  /** Accepts until the listener closes, each connection handled on its own. */
+  async #acceptLoop(listener: Deno.Listener): Promise<void> {
+    while (this.#listening) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (error) {
+        if (!this.#listening) return;
+        this.#logger.warn(`WebSocket listener error: ${describe(error)}`);
+        await pause(ACCEPT_RETRY_MS, this.#closing.signal);
+        continue;
+      }
+      if (this.#state === "closed") {
+        conn.close();
+        return;
+      }
+      this.#track(this.#serveConnection(conn));
     }
-    const upgrade = request.headers.get("upgrade") ?? "";
-    if (!/\bwebsocket\b/i.test(upgrade) || request.method !== "GET") {
-      this.#logger.debug(`Refused a plain HTTP request from ${remote}`);
-      return textResponse(400, NOT_WEBSOCKET);
-    }
-    // Deno.upgradeWebSocket checks Connection and the key's presence only.
-    if (request.headers.get("sec-websocket-version") !== "13") {
-      this.#logger.debug(`Unsupported WebSocket version from ${remote}`);
-      // RFC 6455 §4.4: answer with the version this server speaks.
-      return textResponse(426, "Unsupported WebSocket version\n", {
-        "sec-websocket-version": "13",
-      });
-    }
-    if (!WEBSOCKET_KEY.test(request.headers.get("sec-websocket-key") ?? "")) {
-      this.#logger.debug(`Bad WebSocket key from ${remote}`);
-      return textResponse(400, "Bad WebSocket upgrade request\n");
-    }
-    let upgraded: { socket: WebSocket; response: Response };
+  }
+
+  /** Runs the opening handshake on `conn`; the first upgrade wins. */
+  async #serveConnection(conn: Deno.Conn): Promise<void> {
+    setNoDelay(conn);
+    const duplex = new ConnDuplex(conn);
+    const remote = duplex.remoteAddress;
+    let socket: WebSocketDuplex | undefined;
     try {
-      upgraded = Deno.upgradeWebSocket(request, {
-        // Only "binary" is spoken; an offer without it still connects, with
-        // no Sec-WebSocket-Protocol in the answer (snf-vncauthproxy did so).
-        ...(offersBinary(request) ? { protocol: "binary" } : {}),
-        idleTimeout: 2 * (this.#options.pingIntervalMs ?? 0) / 1000,
-      });
-    } catch (error) {
-      this.#logger.debug(
-        `Bad WebSocket upgrade from ${remote}: ${describe(error)}`,
+      using phase = startDeadline(this.#handshakeTimeoutMs, this.#closing.signal);
+      socket = await withDeadline(
+        duplex,
+        phase.signal,
+        () => this.#handshake(conn, duplex, phase.signal),
       );
-      return textResponse(400, "Bad WebSocket upgrade request\n");
+    } catch (error) {
+      this.#logger.debug(`WebSocket handshake with ${remote} failed: ${describe(error)}`);
+    } finally {
+      if (socket === undefined) duplex.close();
     }
-    const { socket, response } = upgraded;
-    const path = logPath(request.url);
-    socket.addEventListener(
-      "open",
-      () => this.#onOpen(socket, server, remote, path),
-      { once: true },
-    );
-    return response;
-  }
-
-  #onOpen(
-    socket: WebSocket,
-    server: Server,
-    remote: string,
-    path: string,
-  ): void {
-    if (this.#state !== "listening") {
+    if (socket === undefined) return;
+    if (this.#state === "closed") {
+      socket.close(CLOSE_CODE.goingAway, "Server going away");
+      await socket.closed;
+      return;
+    }
+    if (this.#state === "won") {
+      // snf-vncauthproxy's answer to every WebSocket after the first.
       this.#logger.info(
         `Refused a second WebSocket client from ${remote}: only a single connection allowed`,
       );
-      socket.close(CLOSE_GOING_AWAY, SECOND_CLIENT_REASON);
+      socket.close(CLOSE_CODE.goingAway, SECOND_CLIENT_REASON);
+      await socket.closed;
       return;
     }
+    // The first client wins: free the port before anything else.
     this.#state = "won";
-    this.#logger.debug(`WebSocket upgrade from ${remote} on path ${path}`);
-    const duplex = new WebSocketDuplex(socket, {
-      remoteAddress: remote,
-      ...(this.#options.maxQueuedBytes !== undefined
-        ? { maxQueuedBytes: this.#options.maxQueuedBytes }
-        : {}),
-      ...(this.#options.maxBufferedBytes !== undefined
-        ? { maxBufferedBytes: this.#options.maxBufferedBytes }
-        : {}),
-      // The socket lives on `server`: stop it only once the socket is done.
-      onClose: () => this.#stop(server),
-    });
-    this.#winner = duplex;
-    this.#winnerServer = server;
-    // The first client wins: servers on other addresses stop now.
-    for (const other of this.#servers) {
-      if (other !== server) void this.#stop(other);
+    this.#stopListening();
+    this.#winner = socket;
+    this.#won.resolve(socket);
+  }
+
+  /**
+   * Reads the request head, answers it, and returns the WebSocket after a
+   * 101, or `undefined` after an error response.
+   */
+  async #handshake(
+    conn: Deno.Conn,
+    duplex: Duplex,
+    signal: AbortSignal,
+  ): Promise<WebSocketDuplex | undefined> {
+    const remote = duplex.remoteAddress;
+    const bytes = await this.#readHead(duplex);
+    let verdict: Verdict;
+    let head: RequestHead | undefined;
+    if (typeof bytes === "number") {
+      verdict = bytes === 431
+        ? { upgrade: false, status: 431, why: "request head too long" }
+        : { upgrade: false, status: 400, why: "data after the request head" };
+    } else {
+      try {
+        head = parseRequestHead(bytes, { maxBytes: this.#maxHeaderBytes });
+        verdict = judge(head);
+      } catch (error) {
+        verdict = { upgrade: false, status: 400, why: describe(error) };
+      }
     }
-    this.#won.resolve(duplex);
+    if (!verdict.upgrade) {
+      this.#logger.debug(
+        `Refused an HTTP request from ${remote}: ${verdict.status} (${verdict.why})`,
+      );
+      await duplex.write(errorResponse(verdict, head?.method === "HEAD"));
+      await linger(conn, duplex, signal);
+      return undefined;
+    }
+    this.#logger.debug(`WebSocket upgrade from ${remote} on path ${logPath(head!.target)}`);
+    const lines = [
+      "HTTP/1.1 101 Switching Protocols",
+      "Upgrade: websocket",
+      "Connection: Upgrade",
+      `Sec-WebSocket-Accept: ${computeAcceptKey(verdict.key)}`,
+      ...(verdict.protocol ? [`Sec-WebSocket-Protocol: ${verdict.protocol}`] : []),
+    ];
+    await duplex.write(encoder.encode(`${lines.join("\r\n")}\r\n\r\n`));
+    return new WebSocketDuplex(duplex, { pingIntervalMs: this.#pingIntervalMs });
+  }
+
+  /**
+   * Reads up to the blank line ending the request head, within
+   * `maxHeaderBytes`; 431 when it does not fit, 400 when bytes follow it
+   * (RFC 6455 §4.1: a client sends nothing more before the 101).
+   */
+  async #readHead(duplex: Duplex): Promise<Uint8Array | 400 | 431> {
+    const buffer = new Uint8Array(this.#maxHeaderBytes);
+    let filled = 0;
+    while (filled < buffer.length) {
+      const n = await duplex.read(buffer.subarray(filled));
+      if (n === null) throw new Error("Connection closed before a complete request head");
+      const end = findHeadEnd(buffer.subarray(0, filled + n), filled);
+      filled += n;
+      if (end >= 0) return end === filled ? buffer.subarray(0, end) : 400;
+    }
+    return 431;
   }
 }
 
-/** True when a `Sec-WebSocket-Protocol` header offers the token `binary`. */
-function offersBinary(request: Request): boolean {
-  const offered = request.headers.get("sec-websocket-protocol") ?? "";
-  return offered.split(",").some((token) => token.trim() === "binary");
+/** Decides what to answer a well-formed request head (RFC 6455 §4.2.1). */
+function judge(head: RequestHead): Verdict {
+  const { headers } = head;
+  if (head.method !== "GET") {
+    return {
+      upgrade: false,
+      status: 405,
+      why: `method ${head.method}`,
+      body: NOT_WEBSOCKET,
+      headers: [["Allow", "GET"]],
+    };
+  }
+  if (head.version !== "HTTP/1.1") {
+    return head.version.startsWith("HTTP/1.")
+      ? { upgrade: false, status: 400, why: `${head.version} request` }
+      : { upgrade: false, status: 505, why: `${head.version} request` };
+  }
+  const upgrade = headerTokens(headers.get("upgrade")).map((token) => token.toLowerCase());
+  if (!upgrade.includes("websocket")) {
+    return { upgrade: false, status: 400, why: "not a WebSocket upgrade", body: NOT_WEBSOCKET };
+  }
+  const connection = headerTokens(headers.get("connection")).map((token) => token.toLowerCase());
+  if (!connection.includes("upgrade")) {
+    return { upgrade: false, status: 400, why: "no Connection: upgrade" };
+  }
+  if (headers.get("sec-websocket-version") !== "13") {
+    // RFC 6455 §4.4: name the version this server speaks.
+    return {
+      upgrade: false,
+      status: 426,
+      why: "unsupported WebSocket version",
+      headers: [["Upgrade", "websocket"], ["Sec-WebSocket-Version", "13"]],
+    };
+  }
+  const key = headers.get("sec-websocket-key") ?? "";
+  if (!WEBSOCKET_KEY.test(key)) return { upgrade: false, status: 400, why: "bad WebSocket key" };
+  // Only "binary" is spoken; any other offer (or none) still connects, with
+  // no Sec-WebSocket-Protocol in the answer (snf-vncauthproxy did so).
+  const offersBinary = headerTokens(headers.get("sec-websocket-protocol")).includes("binary");
+  return offersBinary ? { upgrade: true, key, protocol: "binary" } : { upgrade: true, key };
+}
+
+/** An HTTP/1.1 error response that closes the connection. */
+function errorResponse(
+  verdict: Extract<Verdict, { upgrade: false }>,
+  isHead: boolean,
+): Uint8Array {
+  const body = encoder.encode(verdict.body ?? `${STATUS_TEXT[verdict.status]}\n`);
+  const lines = [
+    `HTTP/1.1 ${verdict.status} ${STATUS_TEXT[verdict.status]}`,
+    "Content-Type: text/plain; charset=utf-8",
+    `Content-Length: ${body.length}`,
+    "Connection: close",
+    ...(verdict.headers ?? []).map(([name, value]) => `${name}: ${value}`),
+  ];
+  const head = encoder.encode(`${lines.join("\r\n")}\r\n\r\n`);
+  if (isHead) return head;
+  const response = new Uint8Array(head.length + body.length);
+  response.set(head);
+  response.set(body, head.length);
+  return response;
+}
+
+/**
+ * After an error response: stop writing, then read (and drop) what the
+ * client still sends for a short while, so closing with unread input does
+ * not reset the connection before the client has read the response.
+ */
+async function linger(conn: Deno.Conn, duplex: Duplex, signal: AbortSignal): Promise<void> {
+  try {
+    await conn.closeWrite();
+    using phase = startDeadline(LINGER_MS, signal);
+    await withDeadline(duplex, phase.signal, async () => {
+      const sink = new Uint8Array(4096);
+      let total = 0;
+      while (total < MAX_LINGER_BYTES) {
+        const n = await duplex.read(sink);
+        if (n === null) return;
+        total += n;
+      }
+    });
+  } catch {
+    // The response is out; whatever happens now, the connection closes.
+  }
+}
+
+/** Waits `ms`, or less if `signal` aborts. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
 }
 
 /** The request path for a log line: never the query, which may hold a token. */
-function logPath(url: string): string {
-  const path = new URL(url).pathname;
+function logPath(target: string): string {
+  let path = target;
+  if (!path.startsWith("/")) {
+    try {
+      path = new URL(path).pathname;
+    } catch {
+      path = "(unparsed target)";
+    }
+  }
+  path = path.split(/[?#]/, 1)[0]!;
   return path.length > MAX_LOGGED_PATH ? `${path.slice(0, MAX_LOGGED_PATH)}...` : path;
-}
-
-function textResponse(
-  status: number,
-  body: string,
-  headers: Record<string, string> = {},
-): Response {
-  return new Response(body, {
-    status,
-    headers: { "content-type": "text/plain; charset=utf-8", ...headers },
-  });
 }
 
 function describe(error: unknown): string {

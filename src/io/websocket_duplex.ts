@@ -1,55 +1,46 @@
 /**
- * A `Duplex` over a server-side WebSocket, bounded both ways: what the viewer
- * sends waits in a capped queue until the RFB code reads it, and writes to a
- * slow browser wait on `bufferedAmount` (DESIGN §5, STYLE "Bounded buffers").
+ * A `Duplex` speaking RFC 6455 (server side) directly over a TCP or TLS
+ * `Duplex`, after the opening handshake. No receive queue: a read takes
+ * payload bytes straight from the socket into the caller's buffer and
+ * unmasks them there, so TCP backpressure reaches the viewer and memory
+ * stays bounded whatever it sends. A write sends one binary frame, with no
+ * copy for large payloads (DESIGN §5, STYLE "Bounded buffers").
  *
  * @module
  */
 
+import { readExact, UnexpectedEofError } from "./byte_reader.ts";
 import type { Duplex } from "./duplex.ts";
+import {
+  clientFrameHeaderLength,
+  CLOSE_CODE,
+  encodeServerFrame,
+  encodeServerFrameHeader,
+  isControlOpcode,
+  OPCODE,
+  parseClientFrameHeader,
+  unmask,
+  WebSocketProtocolError,
+} from "./websocket_frames.ts";
 
-/** Default cap on bytes received from the viewer and not yet read. */
-export const DEFAULT_MAX_QUEUED_BYTES = 4 * 1024 * 1024;
-/** Default cap on bytes sent to the viewer and not yet on the wire. */
-export const DEFAULT_MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
 /**
- * How long a local close waits for the viewer's closing handshake
- * (RFC 6455 §7.1.1) before `onClose` runs anyway.
+ * Payloads up to this size go out with their header in one write (one TCP
+ * segment with `TCP_NODELAY`); larger ones as two writes, without copying.
  */
-export const CLOSE_GRACE_MS = 2_000;
-
-/**
- * A blocked write looks at `bufferedAmount` again after this many
- * milliseconds, doubling from the first to the last value while the browser
- * stays slow: a fast browser costs no fixed sleep per megabyte, a stalled
- * one costs almost no CPU.
- */
-const DRAIN_POLL_MS = [0, 1, 2, 4, 8, 16] as const;
-/** RFC 6455 §7.4.1: the message is too big to process. */
-const CLOSE_TOO_BIG = 1009;
-const CLOSE_NORMAL = 1000;
+export const COALESCE_LIMIT = 64 * 1024;
+/** How long a local close waits for its close frame to be written. */
+export const CLOSE_WRITE_TIMEOUT_MS = 1_000;
+/** RFC 6455 §5.5.1: a close reason fits a control frame after the code. */
+const MAX_CLOSE_REASON_BYTES = 123;
 
 /** Options of {@linkcode WebSocketDuplex}. */
 export interface WebSocketDuplexOptions {
-  /** The viewer's address for log lines. @default {"unknown"} */
-  remoteAddress?: string;
   /**
-   * Received bytes held until read; more closes the socket with 1009.
-   * @default {DEFAULT_MAX_QUEUED_BYTES}
+   * Keepalive: after this long without anything from the viewer, send a
+   * ping; close with 1001 if nothing arrives within as long again. 0
+   * disables it (snf-vncauthproxy never pinged). @default {0}
    */
-  maxQueuedBytes?: number;
-  /**
-   * `bufferedAmount` above which a write waits for the browser to catch up.
-   * @default {DEFAULT_MAX_BUFFERED_BYTES}
-   */
-  maxBufferedBytes?: number;
-  /**
-   * Runs once when the socket is closed, by either side (after the closing
-   * handshake, or {@linkcode CLOSE_GRACE_MS} after a local close at most).
-   * The listener uses it to stop the HTTP server that carried the socket.
-   * {@linkcode WebSocketDuplex.closed} waits for it.
-   */
-  onClose?: () => void | Promise<void>;
+  pingIntervalMs?: number;
 }
 
 /** The code and reason of the viewer's close frame. */
@@ -61,259 +52,303 @@ export interface WebSocketCloseInfo {
 }
 
 const encoder = new TextEncoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * A WebSocket over a connected `Duplex`, whose opening handshake is done.
+ *
+ * Binary, text and continuation frames from the viewer are all taken as raw
+ * payload bytes (snf-vncauthproxy did the same, peers.md §1.10); message
+ * boundaries do not matter to RFB. Pings are answered, pongs ignored, and a
+ * close frame is answered and ends the stream. Only one `read()` may be
+ * pending at a time, as with any `Duplex`.
+ */
+export class WebSocketDuplex implements Duplex {
+  readonly #inner: Duplex;
+  readonly #pingIntervalMs: number;
+  /** Payload bytes of the current data frame not yet read. */
+  #remaining = 0;
+  /** Payload bytes of the current data frame already read (mask phase). */
+  #position = 0;
+  #maskKey: Uint8Array = new Uint8Array(4);
+  /** A fragmented data message has begun and not yet ended. */
+  #inMessage = false;
+  /** Tail of the chain that keeps frames from interleaving on the wire. */
+  #writeTail: Promise<void> = Promise.resolve();
+  #closeSent = false;
+  /** Set by a local close, the viewer's close, or a failure. */
+  #closed = false;
+  #peerClose: WebSocketCloseInfo | undefined;
+  readonly #innerClosed = Promise.withResolvers<void>();
+  #keepaliveTimer: ReturnType<typeof setTimeout> | undefined;
+  #lastHeard = 0;
+  #pingSentAt: number | undefined;
+  /** The peer's address as `host:port`. */
+  readonly remoteAddress: string;
+
+  /** Wraps `inner` (after the handshake); the duplex owns it from now on. */
+  constructor(inner: Duplex, options: WebSocketDuplexOptions = {}) {
+    this.#inner = inner;
+    this.remoteAddress = inner.remoteAddress;
+    this.#pingIntervalMs = options.pingIntervalMs ?? 0;
+    if (this.#pingIntervalMs > 0) {
+      this.#lastHeard = performance.now();
+      this.#armKeepalive(this.#pingIntervalMs);
+    }
+  }
+
+  /** The viewer's close frame, once it has sent one. */
+  get peerClose(): WebSocketCloseInfo | undefined {
+    return this.#peerClose;
+  }
+
+  /** Resolves once the underlying connection is closed; never rejects. */
+  get closed(): Promise<void> {
+    return this.#innerClosed.promise;
+  }
+
+  /**
+   * Reads at most `buffer.length` payload bytes of the current data frame
+   * straight into `buffer`, handling control frames on the way. Resolves to
+   * `null` at end of stream: after the viewer's close frame, at a clean end
+   * of the connection between frames, or after a local `close()`.
+   *
+   * @throws {WebSocketProtocolError} when the viewer breaks RFC 6455 (the
+   * connection is closed with the error's code first).
+   * @throws {UnexpectedEofError} when the connection ends inside a frame.
+   */
+  async read(buffer: Uint8Array): Promise<number | null> {
+    if (buffer.length === 0) return this.#closed ? null : 0;
+    try {
+      while (!this.#closed) {
+        if (this.#remaining > 0) {
+          const want = Math.min(buffer.length, this.#remaining);
+          const target = want === buffer.length ? buffer : buffer.subarray(0, want);
+          const n = await this.#inner.read(target);
+          if (n === null) throw new UnexpectedEofError(this.#remaining);
+          this.#heard();
+          unmask(
+            n === target.length ? target : target.subarray(0, n),
+            this.#maskKey,
+            this.#position,
+          );
+          this.#position += n;
+          this.#remaining -= n;
+          return n;
+        }
+        if (!(await this.#readFrameHeader())) return null;
+      }
+      return null;
+    } catch (error) {
+      if (this.#closed) return null;
+      // RFC 6455 §7.1.7: fail the connection, saying why when it is the
+      // viewer's fault; a broken connection gets no close frame.
+      this.#shutDown(
+        error instanceof WebSocketProtocolError
+          ? closePayload(error.code, error.message)
+          : undefined,
+      );
+      throw error;
+    }
+  }
+
+  /**
+   * Sends `data` as one binary frame; resolves once the connection has
+   * taken it, so the caller may then reuse `data`.
+   *
+   * @throws {Deno.errors.BadResource} once closed.
+   */
+  write(data: Uint8Array): Promise<void> {
+    if (this.#closed || this.#closeSent) return Promise.reject(closedError());
+    if (data.length === 0) return Promise.resolve();
+    return this.#serialize(async () => {
+      if (data.length <= COALESCE_LIMIT) {
+        await this.#inner.write(encodeServerFrame(OPCODE.binary, data));
+      } else {
+        await this.#inner.write(encodeServerFrameHeader(OPCODE.binary, data.length));
+        await this.#inner.write(data);
+      }
+    });
+  }
+
+  /**
+   * Sends a close frame with `code` and `reason` (RFC 6455 §7.4, best
+   * effort, at most {@linkcode CLOSE_WRITE_TIMEOUT_MS}), then closes the
+   * connection; later calls do nothing. A pending read resolves to `null`,
+   * pending writes reject.
+   */
+  close(code: number = CLOSE_CODE.normal, reason = ""): void {
+    if (this.#closed) return;
+    this.#shutDown(closePayload(code, reason));
+  }
+
+  /**
+   * Reads and handles one frame header (and a control frame's payload).
+   * Resolves to false at a clean end of the connection between frames.
+   */
+  async #readFrameHeader(): Promise<boolean> {
+    // Exact reads only: never consume a byte past this frame's header.
+    const start = new Uint8Array(2);
+    const n = await this.#inner.read(start);
+    if (n === null) {
+      this.#shutDown();
+      return false;
+    }
+    if (n === 1) start[1] = (await readExact(this.#inner, 1))[0]!;
+    this.#heard();
+    const headerLength = clientFrameHeaderLength(start);
+    const bytes = new Uint8Array(headerLength);
+    bytes.set(start);
+    bytes.set(await readExact(this.#inner, headerLength - 2), 2);
+    const header = parseClientFrameHeader(bytes);
+
+    if (isControlOpcode(header.opcode)) {
+      const payload = header.payloadLength === 0
+        ? new Uint8Array(0)
+        : await readExact(this.#inner, header.payloadLength);
+      unmask(payload, header.maskKey);
+      await this.#onControlFrame(header.opcode, payload);
+      return true;
+    }
+    // RFC 6455 §5.4: a continuation continues a started message; a new
+    // message must not start inside another.
+    if (header.opcode === OPCODE.continuation) {
+      if (!this.#inMessage) throw new WebSocketProtocolError("Unexpected continuation frame");
+    } else if (this.#inMessage) {
+      throw new WebSocketProtocolError("Expected a continuation frame");
+    }
+    this.#inMessage = !header.fin;
+    this.#maskKey = header.maskKey;
+    this.#remaining = header.payloadLength;
+    this.#position = 0;
+    return true;
+  }
+
+  async #onControlFrame(opcode: number, payload: Uint8Array): Promise<void> {
+    if (opcode === OPCODE.ping) {
+      // RFC 6455 §5.5.2: answer with the same payload.
+      await this.#serialize(() => this.#inner.write(encodeServerFrame(OPCODE.pong, payload)));
+    } else if (opcode === OPCODE.close) {
+      this.#peerClose = parseClosePayload(payload);
+      // RFC 6455 §5.5.1: echo the status code, then the stream is over.
+      const code = this.#peerClose.code;
+      this.#shutDown(payload.length === 0 ? new Uint8Array(0) : closePayload(code, ""));
+    }
+    // Pongs only prove the viewer is alive, which reading them did.
+  }
+
+  /**
+   * Ends the duplex once: sends a close frame with `payload` unless one was
+   * sent or `payload` is undefined, then closes the connection.
+   */
+  #shutDown(payload?: Uint8Array): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#keepaliveTimer);
+    this.#keepaliveTimer = undefined;
+    if (this.#closeSent || payload === undefined) {
+      this.#closeInner();
+      return;
+    }
+    this.#closeSent = true;
+    const frame = encodeServerFrame(OPCODE.close, payload);
+    const sending = this.#serialize(() => this.#inner.write(frame));
+    const timer = setTimeout(() => this.#closeInner(), CLOSE_WRITE_TIMEOUT_MS);
+    sending.then(
+      () => this.#closeInner(),
+      () => this.#closeInner(),
+    ).finally(() => clearTimeout(timer));
+  }
+
+  #closeInner(): void {
+    this.#inner.close();
+    this.#innerClosed.resolve();
+  }
+
+  /** Runs `task` after every write queued before it, so frames never interleave. */
+  #serialize(task: () => Promise<void>): Promise<void> {
+    const run = this.#writeTail.then(task);
+    this.#writeTail = run.then(ignore, ignore);
+    return run;
+  }
+
+  #heard(): void {
+    if (this.#pingIntervalMs > 0) this.#lastHeard = performance.now();
+  }
+
+  #armKeepalive(ms: number): void {
+    this.#keepaliveTimer = setTimeout(() => this.#onKeepalive(), Math.max(1, ms));
+  }
+
+  /** One timer: ping after a silent interval, close 1001 after another. */
+  #onKeepalive(): void {
+    this.#keepaliveTimer = undefined;
+    if (this.#closed) return;
+    const now = performance.now();
+    const interval = this.#pingIntervalMs;
+    if (this.#pingSentAt !== undefined && this.#lastHeard < this.#pingSentAt) {
+      if (now - this.#pingSentAt >= interval) {
+        this.#shutDown(closePayload(CLOSE_CODE.goingAway, "Ping timeout"));
+        return;
+      }
+      this.#armKeepalive(this.#pingSentAt + interval - now);
+      return;
+    }
+    this.#pingSentAt = undefined;
+    const idle = now - this.#lastHeard;
+    if (idle < interval) {
+      this.#armKeepalive(interval - idle);
+      return;
+    }
+    this.#pingSentAt = now;
+    this.#serialize(() => this.#inner.write(encodeServerFrame(OPCODE.ping, new Uint8Array(0))))
+      .catch(ignore);
+    this.#armKeepalive(interval);
+  }
+}
+
+function ignore(): void {}
 
 function closedError(): Deno.errors.BadResource {
   return new Deno.errors.BadResource("WebSocket is closed");
 }
 
+/** A close frame's payload: the code, then the reason cut to fit. */
+function closePayload(code: number, reason: string): Uint8Array {
+  let text = encoder.encode(reason);
+  if (text.length > MAX_CLOSE_REASON_BYTES) {
+    // Cut on a character boundary so the reason stays valid UTF-8.
+    let end = MAX_CLOSE_REASON_BYTES;
+    while (end > 0 && (text[end]! & 0xc0) === 0x80) end--;
+    text = text.subarray(0, end);
+  }
+  const payload = new Uint8Array(2 + text.length);
+  payload[0] = code >>> 8;
+  payload[1] = code & 0xff;
+  payload.set(text, 2);
+  return payload;
+}
+
 /**
- * A `Duplex` over a server-side `WebSocket`.
+ * Parses a close frame's payload (RFC 6455 §5.5.1, §7.4).
  *
- * Binary and text messages from the viewer are both taken as raw bytes (text
- * as its UTF-8 encoding; snf-vncauthproxy did the same, peers.md §1.10);
- * every write goes out as one binary message.
- *
- * Keepalive is not done here: `Deno.upgradeWebSocket`'s `idleTimeout` pings
- * and drops a silent viewer, and the listener sets it from
- * `--ws-ping-interval` (see `websocket_listener.ts`).
+ * @throws {WebSocketProtocolError} on a 1-byte payload or a code no peer
+ * may send (1002), or a reason that is not UTF-8 (1007).
  */
-export class WebSocketDuplex implements Duplex {
-  readonly #socket: WebSocket;
-  readonly #maxQueuedBytes: number;
-  readonly #maxBufferedBytes: number;
-  readonly #onClose: (() => void | Promise<void>) | undefined;
-  readonly #queue: Uint8Array[] = [];
-  #queueHead = 0;
-  #queuedBytes = 0;
-  #readWaiters: (() => void)[] = [];
-  readonly #timers = new Set<() => void>();
-  /** Set on a local close, the peer's close, or an overflow. */
-  #closed = false;
-  #error: Error | undefined;
-  #peerClose: WebSocketCloseInfo | undefined;
-  readonly #socketClosed = Promise.withResolvers<void>();
-  #finishing: Promise<void> | undefined;
-  /** The peer's address as `host:port`. */
-  readonly remoteAddress: string;
-
-  /**
-   * Wraps `socket` (open, or still connecting); the duplex owns it from now
-   * on and sets its `binaryType` to `"arraybuffer"`.
-   */
-  constructor(socket: WebSocket, options: WebSocketDuplexOptions = {}) {
-    this.#socket = socket;
-    this.#maxQueuedBytes = options.maxQueuedBytes ??
-      DEFAULT_MAX_QUEUED_BYTES;
-    this.#maxBufferedBytes = options.maxBufferedBytes ??
-      DEFAULT_MAX_BUFFERED_BYTES;
-    this.#onClose = options.onClose;
-    this.remoteAddress = options.remoteAddress ?? "unknown";
-    socket.binaryType = "arraybuffer";
-    socket.addEventListener("message", (event) => this.#onMessage(event));
-    socket.addEventListener("close", (event) => this.#onSocketClose(event));
-    if (socket.readyState === WebSocket.CLOSED) {
-      this.#onSocketClose(new CloseEvent("close", { code: 1006 }));
-    }
+function parseClosePayload(payload: Uint8Array): WebSocketCloseInfo {
+  if (payload.length === 0) return { code: 1005, reason: "" };
+  if (payload.length === 1) throw new WebSocketProtocolError("Close frame with a 1-byte payload");
+  const code = (payload[0]! << 8) | payload[1]!;
+  if (!isValidCloseCode(code)) throw new WebSocketProtocolError(`Invalid close code ${code}`);
+  try {
+    return { code, reason: strictDecoder.decode(payload.subarray(2)) };
+  } catch {
+    throw new WebSocketProtocolError("Close reason is not UTF-8", CLOSE_CODE.invalidPayload);
   }
+}
 
-  /**
-   * Bytes held for this connection: received and unread, plus sent and not
-   * yet on the wire. Stays near the two bounds whatever the peers do.
-   */
-  get bufferedBytes(): number {
-    return this.#queuedBytes + this.#socket.bufferedAmount;
-  }
-
-  /** The viewer's close frame, once it has closed the connection. */
-  get peerClose(): WebSocketCloseInfo | undefined {
-    return this.#peerClose;
-  }
-
-  /**
-   * Resolves once the socket is closed and `onClose` has run; never rejects.
-   * Only settles after a close (by either side), so await it after `close()`.
-   */
-  get closed(): Promise<void> {
-    return this.#socketClosed.promise.then(() => this.#finishing);
-  }
-
-  /**
-   * Reads at most `buffer.length` queued bytes, waiting when none are
-   * queued. Bytes that do not fit stay queued for the next read. Resolves to
-   * `null` at end of stream: after the viewer's close once the queue is
-   * empty, or at once after a local `close()`. Rejects after an overflow.
-   */
-  async read(buffer: Uint8Array): Promise<number | null> {
-    while (true) {
-      if (this.#error) throw this.#error;
-      if (this.#queuedBytes > 0) return this.#take(buffer);
-      if (this.#closed) return null;
-      if (buffer.length === 0) return 0;
-      await new Promise<void>((resolve) => this.#readWaiters.push(resolve));
-    }
-  }
-
-  /**
-   * Sends `data` as one binary message, then waits while the socket holds
-   * more than `maxBufferedBytes` unsent, so a slow browser slows the relay
-   * instead of growing memory. `send()` copies the bytes (WHATWG WebSockets
-   * §"send()"), so the caller may reuse `data` once this resolves (or even
-   * before). Rejects with `Deno.errors.BadResource` once closed.
-   */
-  async write(data: Uint8Array): Promise<void> {
-    if (this.#socket.readyState === WebSocket.CONNECTING) await this.#opened();
-    if (this.#closed || this.#socket.readyState !== WebSocket.OPEN) {
-      throw closedError();
-    }
-    if (data.length === 0) return;
-    this.#socket.send(data);
-    // Deno has no "drain" event: look again every few milliseconds.
-    let polls = 0;
-    while (this.#socket.bufferedAmount > this.#maxBufferedBytes) {
-      await this.#sleep(DRAIN_POLL_MS[Math.min(polls++, DRAIN_POLL_MS.length - 1)]!);
-      if (this.#closed) throw closedError();
-    }
-  }
-
-  /**
-   * Closes the WebSocket with `code` and `reason` (RFC 6455 §7.4) once;
-   * later calls do nothing. Unread bytes are dropped, pending reads resolve
-   * to `null` and pending writes reject.
-   */
-  close(code: number = CLOSE_NORMAL, reason = ""): void {
-    if (this.#closed) return;
-    this.#shutDown(code, reason);
-    this.#dropQueue();
-  }
-
-  #onMessage(event: MessageEvent): void {
-    if (this.#closed) return;
-    const data: unknown = event.data;
-    const bytes = typeof data === "string"
-      ? encoder.encode(data)
-      : data instanceof ArrayBuffer
-      ? new Uint8Array(data)
-      : undefined;
-    if (bytes === undefined || bytes.length === 0) return;
-    if (this.#queuedBytes + bytes.length > this.#maxQueuedBytes) {
-      this.#error = new RangeError(
-        `WebSocket receive queue is full (more than ${this.#maxQueuedBytes} bytes unread)`,
-      );
-      this.#dropQueue();
-      this.#shutDown(CLOSE_TOO_BIG, "Receive queue full");
-      return;
-    }
-    this.#queue.push(bytes);
-    this.#queuedBytes += bytes.length;
-    this.#wakeReaders();
-  }
-
-  #onSocketClose(event: CloseEvent): void {
-    // Deno can fire "close" twice (e.g. after an idle timeout); once is enough.
-    if (this.#peerClose === undefined && !this.#closed) {
-      this.#peerClose = { code: event.code, reason: event.reason };
-    }
-    this.#closed = true;
-    this.#socketClosed.resolve();
-    this.#wakeReaders();
-    this.#wakeTimers();
-    this.#finish();
-  }
-
-  /** Marks the duplex closed, starts the closing handshake, wakes waiters. */
-  #shutDown(code: number, reason: string): void {
-    this.#closed = true;
-    try {
-      this.#socket.close(code, reason);
-    } catch {
-      // Already closing, or closed by the runtime: nothing more to send.
-    }
-    this.#wakeReaders();
-    this.#wakeTimers();
-    this.#finish();
-  }
-
-  /** Runs `onClose` once, after the socket closed or the grace time. */
-  #finish(): void {
-    this.#finishing ??= (async () => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const grace = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, CLOSE_GRACE_MS);
-      });
-      try {
-        await Promise.race([this.#socketClosed.promise, grace]);
-      } finally {
-        clearTimeout(timer);
-      }
-      this.#socketClosed.resolve();
-      try {
-        await this.#onClose?.();
-      } catch {
-        // A failing cleanup hook must not make `closed` reject.
-      }
-    })();
-  }
-
-  #take(buffer: Uint8Array): number {
-    let copied = 0;
-    while (copied < buffer.length && this.#queue.length > 0) {
-      const chunk = this.#queue[0]!;
-      const available = chunk.length - this.#queueHead;
-      const n = Math.min(available, buffer.length - copied);
-      buffer.set(
-        chunk.subarray(this.#queueHead, this.#queueHead + n),
-        copied,
-      );
-      copied += n;
-      if (n === available) {
-        this.#queue.shift();
-        this.#queueHead = 0;
-      } else {
-        this.#queueHead += n;
-      }
-    }
-    this.#queuedBytes -= copied;
-    return copied;
-  }
-
-  #dropQueue(): void {
-    this.#queue.length = 0;
-    this.#queueHead = 0;
-    this.#queuedBytes = 0;
-  }
-
-  #wakeReaders(): void {
-    const waiters = this.#readWaiters;
-    this.#readWaiters = [];
-    for (const wake of waiters) wake();
-  }
-
-  /** A pause that `close()` and the socket's close end early. */
-  #sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.#timers.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.#timers.add(done);
-    });
-  }
-
-  #wakeTimers(): void {
-    for (const done of [...this.#timers]) done();
-  }
-
-  #opened(): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        this.#socket.removeEventListener("open", done);
-        this.#socket.removeEventListener("close", done);
-        resolve();
-      };
-      this.#socket.addEventListener("open", done);
-      this.#socket.addEventListener("close", done);
-    });
-  }
+/** RFC 6455 §7.4.1-§7.4.2: codes a peer may put in a close frame. */
+function isValidCloseCode(code: number): boolean {
+  if (code >= 3000 && code <= 4999) return true;
+  return code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006;
 }

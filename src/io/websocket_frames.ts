@@ -2,8 +2,8 @@
  * The WebSocket wire format, server side (RFC 6455), with no I/O: frame
  * headers out and in, unmasking, the opening handshake's accept key, and a
  * strict HTTP/1.1 request-head parser for the upgrade request. The transport
- * (`websocket_stream_duplex.ts`) and the listener
- * (`../forward/websocket_stream_listener.ts`) do the reading and writing.
+ * (`websocket_duplex.ts`) and the listener
+ * (`../forward/websocket_listener.ts`) do the reading and writing.
  *
  * @module
  */
@@ -83,7 +83,7 @@ export function serverFrameHeaderLength(payloadLength: number): number {
  * offset 0 and returns its length; `target` needs
  * {@linkcode serverFrameHeaderLength} bytes.
  */
-export function writeServerFrameHeader(
+function writeServerFrameHeader(
   target: Uint8Array,
   opcode: number,
   payloadLength: number,
