@@ -9,15 +9,9 @@
 
 import { ConnDuplex, type Duplex } from "../../src/io/duplex.ts";
 
-/** RFC 6455 §5.2 opcodes. */
-export const OPCODE = Object.freeze({
-  continuation: 0x0,
-  text: 0x1,
-  binary: 0x2,
-  close: 0x8,
-  ping: 0x9,
-  pong: 0xa,
-});
+import { OPCODE } from "../../src/io/websocket_frames.ts";
+
+export { OPCODE };
 
 /** One frame from the server. */
 export interface Frame {
