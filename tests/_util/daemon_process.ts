@@ -170,7 +170,9 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
         );
       }, timeoutMs);
       waiters.add(waiter);
-      status.then(() => {
+      // Only once the whole log is read: the last lines may still be in the
+      // pipe when the exit status arrives.
+      Promise.all([status, reading]).then(() => {
         if (!waiters.has(waiter)) return;
         waiters.delete(waiter);
         clearTimeout(timer);
