@@ -8,6 +8,7 @@
  * @module
  */
 
+import { describeError } from "./errors.ts";
 import { UserDb } from "./auth/users_file.ts";
 import { type Config, isWildcardAddress } from "./config.ts";
 import { type ControlServer, startControlServer } from "./control/control_server.ts";
@@ -54,7 +55,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
     try {
       pidFile = acquirePidFile(config.pidFile);
     } catch (error) {
-      throw new StartupError(`Cannot use PID file: ${message(error)}`, { cause: error });
+      throw new StartupError(`Cannot use PID file: ${describeError(error)}`, { cause: error });
     }
   }
   const stopping = new AbortController();
@@ -90,7 +91,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
       });
     } catch (error) {
       throw new StartupError(
-        `Cannot listen on ${config.listenAddress}:${config.listenPort}: ${message(error)}`,
+        `Cannot listen on ${config.listenAddress}:${config.listenPort}: ${describeError(error)}`,
         { cause: error },
       );
     }
@@ -103,14 +104,15 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
       try {
         deps.onReload?.();
       } catch (error) {
-        logger.error(`Cannot reopen the log file: ${message(error)}`);
+        logger.error(`Cannot reopen the log file: ${describeError(error)}`);
       }
       users = reloadUsers(config.authFile, users, logger);
       tls = reloadTls(config, tls, logger);
       if (config.enableSsl) {
         server.reloadTls().then(
           (changed) => changed && logger.info("Control socket now uses the reloaded certificate"),
-          (error) => logger.error(`Control socket after certificate reload: ${message(error)}`),
+          (error) =>
+            logger.error(`Control socket after certificate reload: ${describeError(error)}`),
         );
       }
       logger.info(
@@ -178,7 +180,7 @@ function loadUsersAtStart(path: string, logger: Logger): UserDb {
       logger.warn(`Authentication file "${path}" not found: every request will be refused`);
       return UserDb.empty();
     }
-    throw new StartupError(`Cannot load authentication file "${path}": ${message(error)}`, {
+    throw new StartupError(`Cannot load authentication file "${path}": ${describeError(error)}`, {
       cause: error,
     });
   }
@@ -188,7 +190,7 @@ function reloadUsers(path: string, current: UserDb, logger: Logger): UserDb {
   try {
     return UserDb.fromText(Deno.readTextFileSync(path));
   } catch (error) {
-    logger.error(`Keeping the old users: cannot reload "${path}": ${message(error)}`);
+    logger.error(`Keeping the old users: cannot reload "${path}": ${describeError(error)}`);
     return current;
   }
 }
@@ -202,11 +204,13 @@ function loadTlsAtStart(config: Config, logger: Logger): TlsMaterial | undefined
     return loadTls(config);
   } catch (error) {
     if (config.enableSsl) {
-      throw new StartupError(`Cannot load TLS certificate and key: ${message(error)}`, {
+      throw new StartupError(`Cannot load TLS certificate and key: ${describeError(error)}`, {
         cause: error,
       });
     }
-    logger.info(`No usable TLS certificate (${message(error)}): vnc-wss requests will be refused`);
+    logger.info(
+      `No usable TLS certificate (${describeError(error)}): vnc-wss requests will be refused`,
+    );
     return undefined;
   }
 }
@@ -219,7 +223,7 @@ function reloadTls(
   try {
     return loadTls(config);
   } catch (error) {
-    if (current !== undefined) logger.error(`Keeping the old certificate: ${message(error)}`);
+    if (current !== undefined) logger.error(`Keeping the old certificate: ${describeError(error)}`);
     return current;
   }
 }
@@ -239,8 +243,4 @@ export function loadTls(config: Pick<Config, "certFile" | "keyFile">): TlsMateri
     });
   }
   return { cert, key };
-}
-
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -41,6 +41,6 @@ export class UsageError extends Error {
 
 /** Returns a short, single-line description of any thrown value. */
 export function describeError(error: unknown): string {
-  if (error instanceof Error) return error.message.split("\n")[0] ?? error.name;
+  if (error instanceof Error) return error.message.split("\n")[0] || error.name;
   return String(error);
 }

@@ -9,7 +9,7 @@
 
 import type { UserDb } from "../auth/users_file.ts";
 import type { Config } from "../config.ts";
-import { RefusalError } from "../errors.ts";
+import { describeError, RefusalError } from "../errors.ts";
 import { ConnDuplex, type Duplex, formatHostPort } from "../io/duplex.ts";
 import { isTimeout, raceDeadline, startDeadline, withDeadline } from "../io/deadline.ts";
 import { bindAll } from "../io/listen_addresses.ts";
@@ -20,7 +20,6 @@ import type { PortPool } from "../forward/port_pool.ts";
 import {
   type ControlReply,
   encodeReply,
-  type ForwardRequest,
   JsonObjectScanner,
   parseForwardRequest,
 } from "./control_message.ts";
@@ -95,7 +94,7 @@ export async function startControlServer(deps: ControlServerDeps): Promise<Contr
         ) return;
         // EMFILE and the like: keep serving once resources are back.
         deps.logger.error(
-          `Control accept failed: ${describe(error)}`,
+          `Control accept failed: ${describeError(error)}`,
         );
         await new Promise((resolve) => setTimeout(resolve, 100));
         continue;
@@ -202,7 +201,6 @@ export async function handleControlConnection(
   logger.info(`New control connection from ${control.remoteAddress}`);
   let forwarding: Forwarding | undefined;
   let reply: ControlReply;
-  let request: ForwardRequest | undefined;
   try {
     using phase = startDeadline(config.controlTimeoutMs, deps.stopping);
     let text: string;
@@ -211,11 +209,11 @@ export async function handleControlConnection(
     } catch (error) {
       if (error instanceof RefusalError || isTimeout(error)) throw error;
       // The transport failed (reset, failed TLS handshake): nobody to answer.
-      logger.warn(`Cannot read the control request: ${describe(error)}`);
+      logger.warn(`Cannot read the control request: ${describeError(error)}`);
       control.close();
       return;
     }
-    request = parseForwardRequest(text);
+    const request = parseForwardRequest(text);
     // The crypt always runs, for unknown users too, and the reason never
     // says which of user or password was wrong (DESIGN §3).
     if (!deps.users().verify(request.authUser, request.authPassword)) {
@@ -247,7 +245,7 @@ export async function handleControlConnection(
       : "internal error";
     if (!(error instanceof RefusalError)) {
       const log = isTimeout(error) ? logger.warn : logger.error;
-      log(`Control request failed: ${describe(error)}`);
+      log(`Control request failed: ${describeError(error)}`);
     }
     logger.warn(`FAILED forwarding: ${reason}`);
     reply = { status: "FAILED", reason };
@@ -273,7 +271,7 @@ async function sendReply(control: Duplex, reply: ControlReply, logger: Logger): 
     await withDeadline(control, phase.signal, () => control.write(encodeReply(reply)));
     return true;
   } catch (error) {
-    logger.warn(`Cannot send the control reply: ${describe(error)}`);
+    logger.warn(`Cannot send the control reply: ${describeError(error)}`);
     return false;
   } finally {
     control.close();
@@ -309,8 +307,4 @@ export async function readRequestText(control: Duplex, maxBytes: number): Promis
     if (end !== undefined) return new TextDecoder().decode(buffer.subarray(0, filled + end));
     filled += n;
   }
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message || error.name : String(error);
 }

@@ -8,7 +8,7 @@
 
 import type { Config } from "../config.ts";
 import type { ForwardRequest } from "../control/control_message.ts";
-import { RefusalError, RfbError } from "../errors.ts";
+import { describeError, RefusalError, RfbError } from "../errors.ts";
 import { readU8 } from "../io/byte_reader.ts";
 import { type Duplex, formatHostPort } from "../io/duplex.ts";
 import { isTimeout, startDeadline, withDeadline } from "../io/deadline.ts";
@@ -129,7 +129,7 @@ async function listen(
       logger.warn(`Error binding to ${where}: port taken by another process`);
       return undefined;
     }
-    logger.error(`Error binding to ${where}: ${describe(error)}`);
+    logger.error(`Error binding to ${where}: ${describeError(error)}`);
     throw new RefusalError("cannot listen on the forwarded port", { cause: error });
   }
 }
@@ -214,8 +214,8 @@ export class Forwarding {
         ? "server closed"
         : "daemon stopped";
     } catch (error) {
-      outcome = `failed: ${describe(error)}`;
-      logger.error(`Forwarding failed: ${describe(error)}`);
+      outcome = `failed: ${describeError(error)}`;
+      logger.error(`Forwarding failed: ${describeError(error)}`);
     } finally {
       await this.close();
       const seconds = ((performance.now() - started) / 1000).toFixed(1);
@@ -239,7 +239,7 @@ export class Forwarding {
         logger.info(`Timed out, no connection after ${config.connectTimeoutMs / 1000} sec`);
         return "no client";
       }
-      logger.info(`No client: ${describe(error)}`);
+      logger.info(`No client: ${describeError(error)}`);
       return "stopped before a client came";
     }
   }
@@ -262,7 +262,7 @@ export class Forwarding {
       if (error instanceof RfbError && error.message === "Authentication failed") {
         logger.warn(`Authentication failed for client ${viewer.remoteAddress}`);
       } else {
-        logger.warn(`Client ${viewer.remoteAddress} handshake failed: ${describe(error)}`);
+        logger.warn(`Client ${viewer.remoteAddress} handshake failed: ${describeError(error)}`);
       }
       return undefined;
     }
@@ -290,9 +290,4 @@ export class Forwarding {
     this.#deps.logger.debug(`State ${this.#state} -> ${next}`);
     this.#state = next;
   }
-}
-
-function describe(error: unknown): string {
-  if (error instanceof Error) return error.message || error.name;
-  return String(error);
 }

@@ -14,6 +14,7 @@
  * @module
  */
 
+import { describeError } from "../errors.ts";
 import { ConnDuplex, type Duplex, formatHostPort, setNoDelay } from "../io/duplex.ts";
 import { startDeadline, withDeadline } from "../io/deadline.ts";
 import { bindAll } from "../io/listen_addresses.ts";
@@ -218,7 +219,7 @@ class WebSocketListener implements ClientListener {
         conn = await listener.accept();
       } catch (error) {
         if (!this.#listening) return;
-        this.#logger.warn(`WebSocket listener error: ${describe(error)}`);
+        this.#logger.warn(`WebSocket listener error: ${describeError(error)}`);
         await pause(ACCEPT_RETRY_MS, this.#closing.signal);
         continue;
       }
@@ -244,7 +245,7 @@ class WebSocketListener implements ClientListener {
         () => this.#handshake(conn, duplex, phase.signal),
       );
     } catch (error) {
-      this.#logger.debug(`WebSocket handshake with ${remote} failed: ${describe(error)}`);
+      this.#logger.debug(`WebSocket handshake with ${remote} failed: ${describeError(error)}`);
     } finally {
       if (socket === undefined) duplex.close();
     }
@@ -292,7 +293,7 @@ class WebSocketListener implements ClientListener {
         head = parseRequestHead(bytes, { maxBytes: this.#maxHeaderBytes });
         verdict = judge(head);
       } catch (error) {
-        verdict = { upgrade: false, status: 400, why: describe(error) };
+        verdict = { upgrade: false, status: 400, why: describeError(error) };
       }
     }
     if (!verdict.upgrade) {
@@ -446,9 +447,4 @@ function logPath(target: string): string {
   }
   path = path.split(/[?#]/, 1)[0]!;
   return path.length > MAX_LOGGED_PATH ? `${path.slice(0, MAX_LOGGED_PATH)}...` : path;
-}
-
-function describe(error: unknown): string {
-  if (error instanceof Error) return error.message || error.name;
-  return String(error);
 }

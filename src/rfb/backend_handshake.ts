@@ -11,7 +11,7 @@
  */
 
 import { lookup } from "node:dns/promises";
-import { RefusalError, RfbError } from "../errors.ts";
+import { describeError, RefusalError, RfbError } from "../errors.ts";
 import { readExact, readU32, readU8, UnexpectedEofError } from "../io/byte_reader.ts";
 import { ConnDuplex, type Duplex, formatHostPort, setNoDelay } from "../io/duplex.ts";
 import { isTimeout, withDeadline } from "../io/deadline.ts";
@@ -181,7 +181,7 @@ function toRefusal(error: unknown, logger: Logger): RefusalError {
   if (isTimeout(error)) reason = "VNC server timed out";
   else if (error instanceof UnexpectedEofError) reason = "VNC server closed the connection";
   else if (error instanceof RfbError) reason = "VNC server sent an invalid handshake";
-  logger.warn(`${reason}: ${error instanceof Error ? error.message : String(error)}`);
+  logger.warn(`${reason}: ${describeError(error)}`);
   return new RefusalError(reason, { cause: error });
 }
 

@@ -65,11 +65,6 @@ export function encodeU32(value: number): Uint8Array {
   return bytes;
 }
 
-/** Decodes a big-endian u32 from the first four bytes. */
-export function decodeU32(bytes: Uint8Array): number {
-  return new DataView(bytes.buffer, bytes.byteOffset, 4).getUint32(0);
-}
-
 /**
  * Encodes the server's security offer: a u32 type for 3.3 (§7.1.2, "the
  * server decides"), a count and list of types for 3.7 and 3.8.
