@@ -65,6 +65,10 @@ export interface Config {
   readonly portCooldownMs: number;
   /** WebSocket ping interval; 0 disables pings. */
   readonly wsPingIntervalMs: number;
+  /** A session with no bytes either way for this long ends; 0 = never. */
+  readonly idleTimeoutMs: number;
+  /** A session ends this long after its viewer authenticated; 0 = never. */
+  readonly maxSessionTimeMs: number;
 }
 
 /** snf-vncauthproxy's defaults, plus ours for the settings it lacks. */
@@ -93,6 +97,8 @@ export const DEFAULT_CONFIG: Config = Object.freeze({
   drainTimeoutMs: 5_000,
   portCooldownMs: 2_000,
   wsPingIntervalMs: 0,
+  idleTimeoutMs: 0,
+  maxSessionTimeMs: 0,
 });
 
 /**
@@ -128,6 +134,8 @@ export function resolveConfig(overrides: Partial<Config> = {}): Config {
       ["--drain-timeout", config.drainTimeoutMs],
       ["--port-cooldown", config.portCooldownMs],
       ["--ws-ping-interval", config.wsPingIntervalMs],
+      ["--idle-timeout", config.idleTimeoutMs],
+      ["--max-session-time", config.maxSessionTimeMs],
     ] as const
   ) {
     if (!(value >= 0) || !Number.isFinite(value)) {

@@ -136,6 +136,18 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     metavar: "N",
     help: "seconds between WebSocket pings; a client that does not answer is dropped; 0 = off [0]",
   },
+  {
+    long: "idle-timeout",
+    kind: "float",
+    metavar: "N",
+    help: "seconds without a byte either way that end a session; 0 = never [0]",
+  },
+  {
+    long: "max-session-time",
+    kind: "float",
+    metavar: "N",
+    help: "seconds after which a session ends, busy or not; 0 = never [0]",
+  },
 ];
 
 /** Help text of the daemon. */
@@ -194,6 +206,8 @@ export function parseServeArgs(args: readonly string[]): Config | "help" {
       portCooldownMs: ms("port-cooldown"),
       maxControlConnections: num("max-control-connections"),
       wsPingIntervalMs: ms("ws-ping-interval"),
+      idleTimeoutMs: ms("idle-timeout"),
+      maxSessionTimeMs: ms("max-session-time"),
     } as Partial<Config>);
   } catch (error) {
     if (error instanceof RangeError) throw new UsageError(error.message, { cause: error });

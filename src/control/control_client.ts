@@ -7,8 +7,8 @@
  */
 
 import type { ConsoleType } from "../config.ts";
-import { ConnDuplex, type Duplex } from "../io/duplex.ts";
-import { withDeadline } from "../io/deadline.ts";
+import { ConnDuplex, type Duplex, unbracketHost } from "../io/duplex.ts";
+import { startDeadline, withDeadline } from "../io/deadline.ts";
 
 /** A forwarding request, in the wire protocol's terms. */
 export interface ForwardingRequest {
@@ -63,19 +63,24 @@ export async function requestForwarding(
   request: ForwardingRequest,
   options: RequestForwardingOptions = {},
 ): Promise<ForwardingReply> {
-  const hostname = (options.server ?? "127.0.0.1").replace(/^\[(.*)\]$/, "$1");
+  const hostname = unbracketHost(options.server ?? "127.0.0.1");
   const port = options.port ?? 24999;
-  const signal = AbortSignal.timeout(options.timeoutMs ?? 60_000);
+  using deadline = startDeadline(options.timeoutMs ?? 60_000);
+  const { signal } = deadline;
+  // One deadline for every wait: the TCP connect (Deno.connectTls takes no
+  // signal, so TLS starts over a connection made with one), the TLS
+  // handshake, the request and the reply.
+  const tcp = await Deno.connect({ hostname, port, signal });
   const conn = options.tls
-    ? await Deno.connectTls({
+    ? await Deno.startTls(tcp, {
       hostname,
-      port,
       ...(options.caCerts ? { caCerts: [...options.caCerts] } : {}),
     })
-    : await Deno.connect({ hostname, port, signal });
+    : tcp;
   const control: Duplex = new ConnDuplex(conn);
   try {
     return await withDeadline(control, signal, async () => {
+      if (conn !== tcp) await (conn as Deno.TlsConn).handshake();
       const body = {
         "source_port": request.sourcePort ?? 0,
         "destination_address": request.destinationAddress,

@@ -1,13 +1,14 @@
 /**
- * The control protocol's messages (DESIGN §3), pure: framing of one JSON
- * object from a byte stream, validation of a forwarding request, and the
- * exact reply bytes snf-vncauthproxy sends (peers.md §1.5).
+ * The control protocol's messages, pure: framing of one JSON object from a
+ * byte stream, validation of a forwarding request, and the exact reply
+ * bytes snf-vncauthproxy sends (its clients parse them).
  *
  * @module
  */
 
 import { CONSOLE_TYPES, type ConsoleType } from "../config.ts";
 import { RefusalError } from "../errors.ts";
+import { unbracketHost } from "../io/duplex.ts";
 
 /** A validated forwarding request. */
 export interface ForwardRequest {
@@ -17,7 +18,7 @@ export interface ForwardRequest {
   readonly authPassword: string;
   /** Requested port, 0 for one from the pool. */
   readonly sourcePort: number;
-  /** VNC server host name or address. */
+  /** VNC server host name or address, an IPv6 literal without brackets. */
   readonly destinationAddress: string;
   /** VNC server port. */
   readonly destinationPort: number;
@@ -81,7 +82,8 @@ export class JsonObjectScanner {
  * Parses and validates a request's JSON text.
  *
  * Field errors name the field, never its value (snf echoed the whole
- * request, passwords included: peers.md W9).
+ * request, passwords included). JSON `null` is a value like any other, not
+ * "absent": a field that is present with the wrong type is malformed.
  *
  * @throws {RefusalError} `malformed request: <field>` or
  * `unsupported console type`.
@@ -99,18 +101,18 @@ export function parseForwardRequest(text: string): ForwardRequest {
   const fields = value as Record<string, unknown>;
   const authUser = requireString(fields, "auth_user");
   const authPassword = requireString(fields, "auth_password");
-  const sourcePort = fields.source_port === undefined || fields.source_port === null
-    ? 0
-    : requirePort(fields, "source_port", 0);
-  const destinationAddress = requireString(fields, "destination_address");
-  if (!isHostLike(destinationAddress)) throw malformed("destination_address");
+  const sourcePort = fields.source_port === undefined ? 0 : requirePort(fields, "source_port", 0);
+  const address = requireString(fields, "destination_address");
+  if (!isHostLike(address)) throw malformed("destination_address");
+  const destinationAddress = unbracketHost(address);
   const destinationPort = requirePort(fields, "destination_port", 1);
   const password = requireString(fields, "password");
   // VNC Authentication keys DES with bytes: the password must be Latin-1
-  // (snf crashed on anything else, peers.md W14) and not empty.
+  // (snf crashed on anything else) and not empty.
   // deno-lint-ignore no-control-regex
   if (password === "" || !/^[\u0001-\u00ff]*$/.test(password)) throw malformed("password");
-  const type = fields.type ?? "vnc";
+  const type = fields.type === undefined ? "vnc" : fields.type;
+  if (type === null) throw malformed("type");
   if (typeof type !== "string" || !(CONSOLE_TYPES as readonly string[]).includes(type)) {
     throw new RefusalError("unsupported console type");
   }

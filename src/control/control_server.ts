@@ -224,10 +224,7 @@ export async function handleControlConnection(
     }
     logger.info(
       `Request by "${request.authUser}": ${request.type} (client req'd: ${request.sourcePort}) -> ` +
-        formatHostPort(
-          request.destinationAddress.replace(/^\[(.*)\]$/, "$1"),
-          request.destinationPort,
-        ),
+        formatHostPort(request.destinationAddress, request.destinationPort),
     );
     forwarding = await setUpForwarding(request, { ...deps, logger });
     reply = { status: "OK", sourcePort: forwarding.port, proxyAddress: deps.proxyAddress };

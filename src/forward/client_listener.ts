@@ -24,18 +24,21 @@ export interface ClientListener {
 }
 
 /**
- * Opens a TCP listener on every address of `address` at `port`.
+ * Opens a TCP listener on every address of `address` at `port`; resolving
+ * a host name ends when `signal` aborts.
  *
  * @throws {Deno.errors.AddrInUse} when the port is taken.
  */
 export async function openTcpListener(
   address: string,
   port: number,
+  signal?: AbortSignal,
 ): Promise<ClientListener> {
   const listeners = await bindAll(
     address,
     port,
     (hostname, p) => Deno.listen({ hostname, port: p, transport: "tcp" }),
+    signal ? { signal } : {},
   );
   return new TcpClientListener(listeners);
 }

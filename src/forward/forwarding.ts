@@ -12,7 +12,7 @@ import { describeError, RefusalError, RfbError } from "../errors.ts";
 import { readU8 } from "../io/byte_reader.ts";
 import { type Duplex, formatHostPort } from "../io/duplex.ts";
 import { isTimeout, startDeadline, withDeadline } from "../io/deadline.ts";
-import { relay, type RelayCounters } from "../io/relay.ts";
+import { relay, type RelayCounters, type RelayResult } from "../io/relay.ts";
 import type { Logger } from "../log.ts";
 import { type Backend, type ConnectFunction, openBackend } from "../rfb/backend_handshake.ts";
 import { authenticateViewer } from "../rfb/client_handshake.ts";
@@ -49,6 +49,15 @@ export interface ForwardingDeps {
 /** Session states, logged on change (noVNC's connection state idea). */
 export type ForwardingState = "listening" | "authenticating" | "relaying" | "closed";
 
+/** The session-end log's words for how the relay ended. */
+const RELAY_OUTCOME: Readonly<Record<RelayResult["endedBy"], string>> = {
+  a: "client closed",
+  b: "server closed",
+  aborted: "daemon stopped",
+  idle: "idle timeout",
+  "max-time": "max session time",
+};
+
 /** How many bind attempts on other pool ports before giving up. */
 const BIND_ATTEMPTS = 8;
 
@@ -75,17 +84,19 @@ export async function setUpForwarding(
   logger.debug(`Got port ${lease.port} from pool, ${deps.ports.available} remaining`);
   let backend: Backend | undefined;
   try {
-    const host = request.destinationAddress.replace(/^\[(.*)\]$/, "$1");
     using phase = startDeadline(config.serverTimeoutMs, deps.stopping);
-    backend = await openBackend({ host, port: request.destinationPort }, {
-      retries: config.connectRetries,
-      retryWaitMs: config.retryWaitMs,
-      signal: phase.signal,
-      logger,
-      ...(deps.connect ? { connect: deps.connect } : {}),
-    });
+    backend = await openBackend(
+      { host: request.destinationAddress, port: request.destinationPort },
+      {
+        retries: config.connectRetries,
+        retryWaitMs: config.retryWaitMs,
+        signal: phase.signal,
+        logger,
+        ...(deps.connect ? { connect: deps.connect } : {}),
+      },
+    );
     for (let attempt = 1;; attempt++) {
-      const listener = await listen(lease.port, request, deps, tls);
+      const listener = await listen(lease.port, request, deps, { tls, signal: phase.signal });
       if (listener !== undefined) {
         return new Forwarding(request, deps, { lease, listener, backend });
       }
@@ -111,19 +122,24 @@ async function listen(
   port: number,
   request: ForwardRequest,
   deps: ForwardingDeps,
-  tls: TlsMaterial | undefined,
+  options: { readonly tls: TlsMaterial | undefined; readonly signal: AbortSignal },
 ): Promise<ClientListener | undefined> {
   const { config, logger } = deps;
+  const { tls, signal } = options;
   try {
     return request.type === "vnc"
-      ? await openTcpListener(config.proxyListenAddress, port)
+      ? await openTcpListener(config.proxyListenAddress, port, signal)
       : await openWebSocketListener(config.proxyListenAddress, port, {
         logger,
         pingIntervalMs: config.wsPingIntervalMs,
         handshakeTimeoutMs: config.clientTimeoutMs,
+        signal,
         ...(tls ? { tls } : {}),
       });
   } catch (error) {
+    if (isTimeout(error) || signal.aborted) {
+      throw new RefusalError("request timed out", { cause: error });
+    }
     const where = formatHostPort(config.proxyListenAddress, port);
     if (error instanceof Deno.errors.AddrInUse) {
       logger.warn(`Error binding to ${where}: port taken by another process`);
@@ -207,12 +223,10 @@ export class Forwarding {
       const result = await relay(viewer, this.#backend.duplex, {
         signal: this.#deps.closing,
         counters: this.counters,
+        idleTimeoutMs: config.idleTimeoutMs,
+        maxDurationMs: config.maxSessionTimeMs,
       });
-      outcome = result.endedBy === "a"
-        ? "client closed"
-        : result.endedBy === "b"
-        ? "server closed"
-        : "daemon stopped";
+      outcome = RELAY_OUTCOME[result.endedBy];
     } catch (error) {
       outcome = `failed: ${describeError(error)}`;
       logger.error(`Forwarding failed: ${describeError(error)}`);

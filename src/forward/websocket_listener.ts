@@ -46,6 +46,8 @@ export interface WebSocketListenerOptions {
   handshakeTimeoutMs?: number;
   /** Longest request head accepted; longer gets 431. @default {8192} */
   maxHeaderBytes?: number;
+  /** Ends the resolution of a host name in `address`. */
+  signal?: AbortSignal;
 }
 
 /** Body of the answer to anything but a WebSocket upgrade. */
@@ -97,7 +99,7 @@ export async function openWebSocketListener(
     // Port 0: bind the other addresses of a host name at the same port.
     chosenPort = (listener.addr as Deno.NetAddr).port;
     return listener;
-  });
+  }, options.signal ? { signal: options.signal } : {});
   return new WebSocketListener(listeners, options);
 }
 

@@ -21,11 +21,19 @@ export interface Duplex {
   readonly remoteAddress: string;
 }
 
-/** Formats a host and port for log lines and error messages (`[v6]:port`). */
+/** Removes the brackets of a bracketed IPv6 literal (`[::1]` -> `::1`). */
+export function unbracketHost(host: string): string {
+  return host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+}
+
+/**
+ * Formats a host and port for log lines and error messages: `host:port`,
+ * `[v6]:port` (whether or not `hostname` came bracketed), and an
+ * IPv4-mapped IPv6 address as its IPv4 form.
+ */
 export function formatHostPort(hostname: string, port: number): string {
-  const host = hostname.startsWith("::ffff:") && hostname.includes(".")
-    ? hostname.slice("::ffff:".length)
-    : hostname;
+  let host = unbracketHost(hostname);
+  if (host.startsWith("::ffff:") && host.includes(".")) host = host.slice("::ffff:".length);
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 

@@ -8,6 +8,8 @@
 
 import { lookup } from "node:dns/promises";
 import { isWildcardAddress } from "../config.ts";
+import { raceDeadline } from "./deadline.ts";
+import { unbracketHost } from "./duplex.ts";
 
 /**
  * Binds one listener per address of `address` on `port` with `bind`.
@@ -15,13 +17,15 @@ import { isWildcardAddress } from "../config.ts";
  * For a wildcard, one dual-stack `::` socket serves IPv4 and IPv6 (Deno
  * cannot set `IPV6_V6ONLY`, so a second `0.0.0.0` socket on the same port
  * would collide); on a host without IPv6 it falls back to `0.0.0.0`
- * (peers.md W25). If any bind fails, the ones made are closed and the error
- * is rethrown, so no socket leaks.
+ * (snf assumed IPv6). If any bind fails, the ones made are closed and the
+ * error is rethrown, so no socket leaks. Resolving a host name ends when
+ * `options.signal` aborts.
  */
 export async function bindAll<L extends { close(): void }>(
   address: string,
   port: number,
   bind: (hostname: string, port: number) => L,
+  options: { readonly signal?: AbortSignal } = {},
 ): Promise<L[]> {
   if (isWildcardAddress(address)) {
     try {
@@ -31,7 +35,7 @@ export async function bindAll<L extends { close(): void }>(
       return [bind("0.0.0.0", port)];
     }
   }
-  const hosts = await resolveListenHosts(address);
+  const hosts = await resolveListenHosts(address, options.signal);
   const made: L[] = [];
   try {
     for (const host of hosts) made.push(bind(host, port));
@@ -42,11 +46,17 @@ export async function bindAll<L extends { close(): void }>(
   return made;
 }
 
-/** Resolves a host name to its distinct addresses; literals pass through. */
-export async function resolveListenHosts(address: string): Promise<string[]> {
-  const literal = address.startsWith("[") && address.endsWith("]") ? address.slice(1, -1) : address;
+/**
+ * Resolves a host name to its distinct addresses; literals pass through.
+ * The resolver takes no signal: `signal` races it and a late answer is dropped.
+ */
+export async function resolveListenHosts(
+  address: string,
+  signal: AbortSignal = new AbortController().signal,
+): Promise<string[]> {
+  const literal = unbracketHost(address);
   if (isIpLiteral(literal)) return [literal];
-  const found = await lookup(literal, { all: true, verbatim: true });
+  const found = await raceDeadline(signal, lookup(literal, { all: true, verbatim: true }));
   return [...new Set(found.map((entry) => entry.address))];
 }
 

@@ -29,8 +29,11 @@ export interface RelayResult {
   readonly aToB: number;
   /** Bytes from `b` to `a`. */
   readonly bToA: number;
-  /** Which side ended first: `a`, `b`, or `aborted`. */
-  readonly endedBy: "a" | "b" | "aborted";
+  /**
+   * What ended it: side `a` or `b`, the signal (`aborted`), no bytes for
+   * `idleTimeoutMs` (`idle`), or `maxDurationMs` reached (`max-time`).
+   */
+  readonly endedBy: "a" | "b" | "aborted" | "idle" | "max-time";
   /** The error that ended it, if a side failed rather than closed. */
   readonly error?: unknown;
 }
@@ -51,7 +54,18 @@ export interface RelayOptions {
   readonly counters?: RelayCounters;
   /** Where bulk buffers come from. @default {RELAY_BUFFER_POOL} */
   readonly pool?: BufferPool;
+  /**
+   * End after this long without a byte either way; 0 never does. Checked a
+   * few times per period, so the end comes between 1 and 1.25 periods
+   * after the last byte. @default {0}
+   */
+  readonly idleTimeoutMs?: number;
+  /** End this long after the start, whatever flows; 0 never does. @default {0} */
+  readonly maxDurationMs?: number;
 }
+
+/** Idle checks per idle period (so an idle end is at most 1/4 period late). */
+const IDLE_CHECKS_PER_PERIOD = 4;
 
 /**
  * Copies both ways between `a` and `b` until one side ends or fails, or
@@ -79,6 +93,29 @@ export async function relay(
   const onAbort = () => end("aborted");
   options.signal?.addEventListener("abort", onAbort, { once: true });
   if (options.signal?.aborted) end("aborted");
+  // Timers, not per-read bookkeeping: the hot path stays as it is.
+  const maxMs = options.maxDurationMs ?? 0;
+  const maxTimer = maxMs > 0 ? setTimeout(() => end("max-time"), maxMs) : undefined;
+  const idleMs = options.idleTimeoutMs ?? 0;
+  let idleTimer: ReturnType<typeof setTimeout> | undefined;
+  if (idleMs > 0) {
+    const step = idleMs / IDLE_CHECKS_PER_PERIOD;
+    let seen = 0;
+    let lastChange = performance.now();
+    const check = () => {
+      const now = performance.now();
+      const total = counters.aToB + counters.bToA;
+      if (total !== seen) {
+        seen = total;
+        lastChange = now;
+      } else if (now - lastChange >= idleMs) {
+        return end("idle");
+      }
+      idleTimer = setTimeout(check, Math.min(step, lastChange + idleMs - now));
+    };
+    seen = counters.aToB + counters.bToA;
+    idleTimer = setTimeout(check, step);
+  }
   try {
     await Promise.all([
       pump(a, b, pool, (n) => (counters.aToB += n)).then((e) => end("a", e)),
@@ -86,6 +123,8 @@ export async function relay(
     ]);
   } finally {
     options.signal?.removeEventListener("abort", onAbort);
+    clearTimeout(maxTimer);
+    clearTimeout(idleTimer);
   }
   const result: RelayResult = { aToB: counters.aToB, bToA: counters.bToA, endedBy: endedBy ?? "a" };
   return firstError === undefined ? result : { ...result, error: firstError };

@@ -30,6 +30,8 @@ import {
 export const COALESCE_LIMIT = 64 * 1024;
 /** How long a local close waits for its close frame to be written. */
 export const CLOSE_WRITE_TIMEOUT_MS = 1_000;
+/** The reason of a close without arguments (snf-vncauthproxy's words). */
+const SERVER_GONE_REASON = "Server connection went away";
 /** RFC 6455 §5.5.1: a close reason fits a control frame after the code. */
 const MAX_CLOSE_REASON_BYTES = 123;
 
@@ -176,8 +178,14 @@ export class WebSocketDuplex implements Duplex {
    * effort, at most {@linkcode CLOSE_WRITE_TIMEOUT_MS}), then closes the
    * connection; later calls do nothing. A pending read resolves to `null`,
    * pending writes reject.
+   *
+   * Without arguments (the `Duplex` close the relay and the session use)
+   * the code is 1001: the proxy closes a viewer's WebSocket only when the
+   * far end of the session is gone (the VNC server closed, the daemon
+   * stops, a limit ended it), which RFC 6455 §7.4.1 calls going away; a
+   * viewer that closed first already got its own code echoed.
    */
-  close(code: number = CLOSE_CODE.normal, reason = ""): void {
+  close(code: number = CLOSE_CODE.goingAway, reason = SERVER_GONE_REASON): void {
     if (this.#closed) return;
     this.#shutDown(closePayload(code, reason));
   }

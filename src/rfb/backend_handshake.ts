@@ -14,7 +14,7 @@ import { lookup } from "node:dns/promises";
 import { describeError, RefusalError, RfbError } from "../errors.ts";
 import { readExact, readU32, readU8, UnexpectedEofError } from "../io/byte_reader.ts";
 import { ConnDuplex, type Duplex, formatHostPort, setNoDelay } from "../io/duplex.ts";
-import { isTimeout, withDeadline } from "../io/deadline.ts";
+import { isTimeout, raceDeadline, withDeadline } from "../io/deadline.ts";
 import { isIpLiteral } from "../io/listen_addresses.ts";
 import type { Logger } from "../log.ts";
 import {
@@ -44,6 +44,9 @@ export type ConnectFunction = (
   signal: AbortSignal,
 ) => Promise<Deno.Conn>;
 
+/** Resolves a host name to its addresses, in the resolver's order; replaceable in tests. */
+export type ResolveFunction = (hostname: string) => Promise<string[]>;
+
 /** Options of {@linkcode openBackend}. */
 export interface BackendOptions {
   /** Rounds of attempts over all resolved addresses. */
@@ -56,6 +59,8 @@ export interface BackendOptions {
   readonly logger: Logger;
   /** @default {Deno.connect} */
   readonly connect?: ConnectFunction;
+  /** @default {node:dns lookup, every address, unsorted} */
+  readonly resolve?: ResolveFunction;
 }
 
 /** A VNC server connection ready for the viewer's ClientInit. */
@@ -64,6 +69,10 @@ export interface Backend {
   readonly duplex: Duplex;
   /** The version agreed with the server. */
   readonly version: RfbVersion;
+}
+
+async function defaultResolve(hostname: string): Promise<string[]> {
+  return (await lookup(hostname, { all: true, verbatim: true })).map((entry) => entry.address);
 }
 
 function defaultConnect(hostname: string, port: number, signal: AbortSignal): Promise<Deno.Conn> {
@@ -96,12 +105,13 @@ export async function openBackend(
 async function connectWithRetries(target: BackendTarget, options: BackendOptions): Promise<Duplex> {
   const { logger, signal } = options;
   const connect = options.connect ?? defaultConnect;
+  const resolve = options.resolve ?? defaultResolve;
   let addresses: string[];
   try {
+    // The resolver takes no signal: the deadline races it (a late answer is dropped).
     addresses = isIpLiteral(target.host)
       ? [target.host]
-      : (await abortable(lookup(target.host, { all: true, verbatim: true }), signal))
-        .map((entry) => entry.address);
+      : await raceDeadline(signal, resolve(target.host));
   } catch (error) {
     if (signal.aborted) throw new RefusalError("VNC server timed out", { cause: error });
     logger.warn(`Cannot resolve "${target.host}": ${errorCode(error)}`);
@@ -201,15 +211,5 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
       reject(signal.reason);
     }
     signal.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
-/** Races `promise` against `signal` (for calls that take no signal). */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  signal.throwIfAborted();
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
   });
 }

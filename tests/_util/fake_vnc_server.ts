@@ -31,6 +31,10 @@ export interface FakeVncOptions {
   readonly desktopName?: string;
   /** Extra bytes sent right after ServerInit, in the same write. */
   readonly afterServerInit?: Uint8Array;
+  /** End the connection right after ServerInit (the VNC server goes away). */
+  readonly closeAfterServerInit?: boolean;
+  /** Loopback address to listen on. @default {"127.0.0.1"} */
+  readonly hostname?: "127.0.0.1" | "::1";
 }
 
 /** A running fake server. */
@@ -47,9 +51,9 @@ export interface FakeVncServer extends AsyncDisposable {
   idle(): Promise<void>;
 }
 
-/** Starts a fake VNC server on 127.0.0.1 with an ephemeral port. */
+/** Starts a fake VNC server on loopback (127.0.0.1 by default) with an ephemeral port. */
 export function startFakeVncServer(options: FakeVncOptions = {}): FakeVncServer {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const listener = Deno.listen({ hostname: options.hostname ?? "127.0.0.1", port: 0 });
   const handlers = new Set<Promise<void>>();
   const conns = new Set<Duplex>();
   const clientInits: number[] = [];
@@ -166,6 +170,7 @@ async function serve(
   first.set(init);
   first.set(after, init.length);
   await send(duplex, first, one);
+  if (options.closeAfterServerInit) return;
   const buffer = new Uint8Array(64 * 1024);
   while (true) {
     const n = await duplex.read(buffer);

@@ -49,11 +49,20 @@ Deno.test("parseForwardRequest() defaults type to vnc and source_port to 0, and 
     parseForwardRequest(JSON.stringify({ ...VALID, source_port: "25001" })).sourcePort,
     25001,
   );
-  for (const host of ["::1", "[::1]", "fe80::1", "vnc-host.example.org", "localhost", "node_1"]) {
+  for (
+    const [host, bare] of [
+      ["::1", "::1"],
+      ["[::1]", "::1"],
+      ["fe80::1", "fe80::1"],
+      ["vnc-host.example.org", "vnc-host.example.org"],
+      ["localhost", "localhost"],
+      ["node_1", "node_1"],
+    ]
+  ) {
     assert.equal(
       parseForwardRequest(JSON.stringify({ ...VALID, destination_address: host }))
         .destinationAddress,
-      host,
+      bare,
     );
   }
 });
@@ -86,6 +95,13 @@ Deno.test("parseForwardRequest() names the bad field and never echoes a value", 
     [{ ...VALID, type: "spice" }, "unsupported console type"],
     [{ ...VALID, type: ["vnc"] }, "unsupported console type"],
     [{ ...VALID, type: "VNC" }, "unsupported console type"],
+    // JSON null is a present value of the wrong type, never "absent".
+    [{ ...VALID, type: null }, "malformed request: type"],
+    [{ ...VALID, source_port: null }, "malformed request: source_port"],
+    [{ ...VALID, auth_user: null }, "malformed request: auth_user"],
+    [{ ...VALID, destination_address: null }, "malformed request: destination_address"],
+    [{ ...VALID, destination_port: null }, "malformed request: destination_port"],
+    [{ ...VALID, password: null }, "malformed request: password"],
   ];
   for (const [input, expected] of table) {
     const reason = refusal(input);

@@ -1,11 +1,11 @@
 /**
  * End to end: RFB version pairings through the daemon, listening on every
- * address, resolving backend names to several addresses, and the control
- * socket's connection cap and backlog.
+ * address, IPv6 backends, and the control socket's connection cap and
+ * backlog. (Trying every address of a backend name is proved in
+ * tests/rfb/backend_handshake_test.ts with a resolver of its own.)
  */
 
 import assert from "node:assert/strict";
-import { lookup } from "node:dns/promises";
 import { readExact } from "../../src/io/byte_reader.ts";
 import {
   type DaemonProcess,
@@ -75,17 +75,20 @@ Deno.test("with --proxy-listen-address '*' viewers reach the port over IPv4 and 
   }
 });
 
-Deno.test("a backend name is tried at every address it resolves to", async () => {
-  const addresses = (await lookup("localhost", { all: true })).map((a) => a.address);
-  await using fake = startFakeVncServer({});
+Deno.test("an IPv6 backend, bracketed or not, is reached and logged as [::1]:port", async () => {
+  await using fake = startFakeVncServer({ hostname: "::1" });
   await using daemon = await startDaemon({ users: { admin: CONTROL_PASSWORD } });
-  // The fake server listens on 127.0.0.1 only: when "localhost" also
-  // resolves to ::1 first, that attempt is refused and the next one wins.
-  const reply = await forward(daemon, fake.port, { destination_address: "localhost" });
-  assert.equal(reply.status, "OK", `${JSON.stringify(reply)} (localhost = ${addresses})`);
-  const viewer = await connectViewer({ port: reply.source_port, password: VNC_PASSWORD });
-  assert.ok(viewer.ok);
-  viewer.duplex.close();
+  for (const address of ["[::1]", "::1"]) {
+    const reply = await forward(daemon, fake.port, { destination_address: address });
+    assert.equal(reply.status, "OK", JSON.stringify(reply));
+    const viewer = await connectViewer({ port: reply.source_port, password: VNC_PASSWORD });
+    assert.ok(viewer.ok);
+    viewer.duplex.close();
+  }
+  await daemon.waitForLine(new RegExp(`New forwarding: .* -> \\[::1\\]:${fake.port}$`));
+  const mentions = daemon.lines.filter((line) => line.includes(`:${fake.port}`));
+  assert.ok(mentions.length >= 4, mentions.join("\n"));
+  assert.ok(mentions.every((line) => !line.includes("[[")), mentions.join("\n"));
 });
 
 Deno.test("the control socket caps concurrent connections and has a backlog of at least 256", async () => {

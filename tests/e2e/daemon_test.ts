@@ -284,3 +284,27 @@ Deno.test("requestForwarding() is exported for programs that embed the client", 
   viewer.duplex.close();
   await daemon.waitForLine(/Session ended/);
 });
+
+Deno.test("--idle-timeout and --max-session-time end real sessions with their cause", async (t) => {
+  await using fake = startFakeVncServer({});
+  for (
+    const [flag, cause] of [
+      ["--idle-timeout=0.5", "idle timeout"],
+      ["--max-session-time=0.5", "max session time"],
+    ]
+  ) {
+    await t.step(flag, async () => {
+      await using daemon = await startDaemon({ users: { admin: CONTROL_PASSWORD }, args: [flag] });
+      const reply = await forward(daemon.controlPort, { destination_port: fake.port });
+      assert.equal(reply.status, "OK", JSON.stringify(reply));
+      const viewer = await connectViewer({ port: reply.source_port, password: VNC_PASSWORD });
+      assert.ok(viewer.ok);
+      await readServerInit(viewer.duplex);
+      // The viewer stays connected and silent: only the daemon can end it.
+      const end = await daemon.waitForLine(/Session ended/, 10_000);
+      assert.match(end, new RegExp(`Session ended \\(${cause}\\)`));
+      assert.equal(await viewer.duplex.read(new Uint8Array(1)), null, "the viewer was closed");
+      viewer.duplex.close();
+    });
+  }
+});

@@ -9,7 +9,7 @@ import { ConnDuplex } from "../../src/io/duplex.ts";
 import { vncAuthResponse } from "../../src/rfb/vnc_auth.ts";
 import { requestForwardingRaw, startDaemon } from "../_util/daemon_process.ts";
 import { startFakeVncServer } from "../_util/fake_vnc_server.ts";
-import { connectRawWebSocket, type RawWebSocket } from "../_util/raw_websocket.ts";
+import { connectRawWebSocket, OPCODE, type RawWebSocket } from "../_util/raw_websocket.ts";
 import { makeTestCertificate } from "../_util/tls.ts";
 
 const CONTROL_PASSWORD = "c0ntrol-Secret!";
@@ -126,6 +126,32 @@ Deno.test("vnc-ws: pipelined handshake messages in one frame work, and a wrong p
   assert.equal(String.fromCharCode(...failure.slice(8)), "Authentication failed");
   viewer.socket.close();
   await daemon.waitForLine(/Authentication failed for client/);
+});
+
+Deno.test("vnc-ws: when the VNC server ends the session the viewer gets close 1001", async () => {
+  await using fake = startFakeVncServer({ closeAfterServerInit: true });
+  await using daemon = await startDaemon({ users: { admin: CONTROL_PASSWORD } });
+  const reply = await forward(daemon.controlPort, fake.port, "vnc-ws");
+  const { socket } = await connectRawWebSocket({ port: reply.source_port });
+  assert.ok(socket);
+  try {
+    assert.deepEqual(await wsHandshake(socket, 1 << 20), [0, 0, 0, 0]);
+    await socket.sendBinary(Uint8Array.of(1)); // ClientInit
+    await readAtLeast(socket, 24);
+    let frame = await socket.readFrame();
+    while (frame !== null && frame.opcode !== OPCODE.close) frame = await socket.readFrame();
+    assert.ok(frame, "a close frame, not just the end of the connection");
+    const code = (frame.payload[0]! << 8) | frame.payload[1]!;
+    // RFC 6455 §7.4.1: 1001, the server end going away (snf sent the same).
+    assert.equal(code, 1001);
+    assert.equal(
+      new TextDecoder().decode(frame.payload.subarray(2)),
+      "Server connection went away",
+    );
+  } finally {
+    socket.close();
+  }
+  await daemon.waitForLine(/Session ended \(server closed\)/);
 });
 
 Deno.test("vnc-wss: refused with 'TLS is not configured' without a certificate, served with one", async () => {

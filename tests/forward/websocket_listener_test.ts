@@ -457,7 +457,10 @@ Deno.test("WebSocketListener frees the port for a new bind right after close()",
     await viewer.write(Uint8Array.of(1));
     await client.readBytes(1);
     viewer.close();
-    assert.deepStrictEqual(await client.readClose(), { code: 1000, reason: "" });
+    assert.deepStrictEqual(await client.readClose(), {
+      code: 1001,
+      reason: "Server connection went away",
+    });
     client.close();
     await listener.close();
     const again = await openWebSocketListener("127.0.0.1", port, {

@@ -50,3 +50,48 @@ Deno.test("relay() borrows bulk buffers from its pool and gives them all back", 
   assert.equal(pool.lentBytes, 0);
   assert.ok(pool.idleBytes > 0, "bulk buffers were borrowed");
 });
+
+Deno.test("relay() ends idle after idleTimeoutMs without a byte, and traffic keeps it alive", async () => {
+  using left = await tcpPair();
+  using right = await tcpPair();
+  const started = performance.now();
+  const running = relay(left.server, right.server, { idleTimeoutMs: 1_000 });
+  // Traffic every 100 ms for 1.5 s: longer than the idle period, and it lives on.
+  for (let i = 0; i < 15; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await left.client.write(Uint8Array.of(i));
+    await readExact(right.client, 1);
+  }
+  const quietFrom = performance.now();
+  const result = await running;
+  const ended = performance.now();
+  assert.equal(result.endedBy, "idle");
+  assert.ok(quietFrom - started >= 1_500, "it lived through the traffic");
+  // The end comes 1 to 1.25 periods after the last byte (loose upper bound).
+  assert.ok(ended - quietFrom >= 990, `ended ${ended - quietFrom} ms after the last byte`);
+  assert.ok(ended - quietFrom < 5_000);
+  assert.equal(await left.client.read(new Uint8Array(1)), null, "both sides are closed");
+  assert.equal(await right.client.read(new Uint8Array(1)), null);
+});
+
+Deno.test("relay() ends at maxDurationMs however busy it is", async () => {
+  using left = await tcpPair();
+  using right = await tcpPair();
+  const running = relay(left.server, right.server, { maxDurationMs: 300, idleTimeoutMs: 10_000 });
+  let busy = true;
+  const traffic = (async () => {
+    try {
+      while (busy) {
+        await left.client.write(Uint8Array.of(1));
+        await readExact(right.client, 1);
+      }
+    } catch {
+      // The relay closed both sides.
+    }
+  })();
+  const result = await running;
+  busy = false;
+  await traffic;
+  assert.equal(result.endedBy, "max-time");
+  assert.ok(result.aToB > 0);
+});

@@ -118,3 +118,33 @@ Deno.test("openBackend() leaves the bytes after SecurityResult unread", async ()
   assert.deepEqual([...head], [0, 64, 0, 48], "ServerInit starts right after the handshake");
   backend.duplex.close();
 });
+
+Deno.test("openBackend() tries every address a name resolves to, in order, until one answers", async () => {
+  await using server = startFakeVncServer({});
+  const tried: string[] = [];
+  const backend = await openBackend({ host: "vnc.test", port: server.port }, {
+    ...options(),
+    resolve: (name) => Promise.resolve(name === "vnc.test" ? ["::1", "127.0.0.1"] : []),
+    connect: (hostname, port, signal) => {
+      tried.push(hostname);
+      return Deno.connect({ hostname, port, signal });
+    },
+  });
+  backend.duplex.close();
+  // Nothing listens on [::1] at the fake server's port: refused, then 127.0.0.1 wins.
+  assert.deepEqual(tried, ["::1", "127.0.0.1"]);
+});
+
+Deno.test("openBackend() gives up on a resolver that never answers when the deadline passes", async () => {
+  const never = Promise.withResolvers<string[]>();
+  const started = performance.now();
+  await assert.rejects(
+    openBackend({ host: "slow.test", port: 5900 }, {
+      ...options(200),
+      resolve: () => never.promise,
+    }),
+    (error) => error instanceof RefusalError && error.message === "VNC server timed out",
+  );
+  // Loose: only a wait without a deadline would miss it.
+  assert.ok(performance.now() - started < 5_000);
+});
