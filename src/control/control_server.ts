@@ -77,7 +77,14 @@ export async function startControlServer(deps: ControlServerDeps): Promise<Contr
     material
       ? Deno.listenTls({ hostname, port, transport: "tcp", cert: material.cert, key: material.key })
       : Deno.listen({ hostname, port, transport: "tcp" });
-  let listeners: Deno.Listener[] = await bindAll(config.listenAddress, config.listenPort, bind);
+  let listeners: Deno.Listener[];
+  {
+    // A host name in --listen-address is resolved once, within a deadline.
+    using resolving = startDeadline(config.controlTimeoutMs, deps.stopping);
+    listeners = await bindAll(config.listenAddress, config.listenPort, bind, {
+      signal: resolving.signal,
+    });
+  }
   const retired = new WeakSet<Deno.Listener>();
   const handlers = new Set<Promise<void>>();
   let nextId = 1;

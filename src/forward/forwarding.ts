@@ -217,7 +217,11 @@ export class Forwarding {
       // With QEMU's default policy an exclusive viewer drops every other
       // client of the VM, another forwarding's backend included (DESIGN §4.7).
       const shared = config.allowExclusive ? clientInit : 1;
-      await this.#backend.duplex.write(Uint8Array.of(shared));
+      {
+        const backend = this.#backend.duplex;
+        using phase = startDeadline(config.serverTimeoutMs, this.#deps.closing);
+        await withDeadline(backend, phase.signal, () => backend.write(Uint8Array.of(shared)));
+      }
 
       this.#setState("relaying");
       const result = await relay(viewer, this.#backend.duplex, {
