@@ -121,6 +121,7 @@ async function listen(
         logger,
         pingIntervalMs: config.wsPingIntervalMs,
         handshakeTimeoutMs: config.clientTimeoutMs,
+        maxPendingHandshakes: config.maxWsHandshakes,
         ...(tls ? { tls } : {}),
       });
   } catch (error) {
