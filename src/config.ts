@@ -57,8 +57,17 @@ export interface Config {
   readonly controlTimeoutMs: number;
   /** Largest control request accepted, in bytes (DESIGN §3). */
   readonly controlMaxBytes: number;
-  /** Control connections handled at once; more are refused. */
+  /**
+   * Control connections handled at once. At the cap, the one idle longest
+   * without a complete request is dropped for the newcomer; only when every
+   * one is being answered is the newcomer refused (`server busy`).
+   */
   readonly maxControlConnections: number;
+  /**
+   * Connections per `vnc-ws`/`vnc-wss` port still in their WebSocket
+   * handshake; at the cap the one idle longest is dropped for the newcomer.
+   */
+  readonly maxWsHandshakes: number;
   /** Grace time for live sessions at SIGTERM before they are closed. */
   readonly drainTimeoutMs: number;
   /** Time a freed pool port rests before it is preferred again. */
@@ -94,6 +103,7 @@ export const DEFAULT_CONFIG: Config = Object.freeze({
   controlTimeoutMs: 10_000,
   controlMaxBytes: 64 * 1024,
   maxControlConnections: 256,
+  maxWsHandshakes: 64,
   drainTimeoutMs: 5_000,
   portCooldownMs: 2_000,
   wsPingIntervalMs: 0,
@@ -150,6 +160,9 @@ export function resolveConfig(overrides: Partial<Config> = {}): Config {
     config.maxControlConnections < 1
   ) {
     throw new RangeError("--max-control-connections must be at least 1");
+  }
+  if (!Number.isInteger(config.maxWsHandshakes) || config.maxWsHandshakes < 1) {
+    throw new RangeError("--max-ws-handshakes must be at least 1");
   }
   if (config.listenAddress === "") {
     throw new RangeError("--listen-address must not be empty");

@@ -131,6 +131,12 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     help: `control connections handled at once [${d.maxControlConnections}]`,
   },
   {
+    long: "max-ws-handshakes",
+    kind: "int",
+    metavar: "N",
+    help: `connections per WebSocket port still in their handshake [${d.maxWsHandshakes}]`,
+  },
+  {
     long: "ws-ping-interval",
     kind: "float",
     metavar: "N",
@@ -205,6 +211,7 @@ export function parseServeArgs(args: readonly string[]): Config | "help" {
       drainTimeoutMs: ms("drain-timeout"),
       portCooldownMs: ms("port-cooldown"),
       maxControlConnections: num("max-control-connections"),
+      maxWsHandshakes: num("max-ws-handshakes"),
       wsPingIntervalMs: ms("ws-ping-interval"),
       idleTimeoutMs: ms("idle-timeout"),
       maxSessionTimeMs: ms("max-session-time"),

@@ -2,7 +2,9 @@
  * The control socket (DESIGN §3): one JSON request per connection, read
  * stream-correctly within a size and time bound, answered with one reply.
  * Each connection is handled on its own, so a slow client never holds up
- * the others; the number handled at once is capped.
+ * the others; the number handled at once is capped, and at the cap the
+ * connection idle longest without a complete request makes room for the
+ * newcomer, so a flood of idle connections cannot lock out a real panel.
  *
  * @module
  */
@@ -12,6 +14,8 @@ import type { Config } from "../config.ts";
 import { describeError, RefusalError } from "../errors.ts";
 import { ConnDuplex, type Duplex, formatHostPort } from "../io/duplex.ts";
 import { isTimeout, raceDeadline, startDeadline, withDeadline } from "../io/deadline.ts";
+import { acceptWithBackoff } from "../io/accept_with_backoff.ts";
+import { type ConnectionSlot, ConnectionSlots } from "../io/connection_slots.ts";
 import { bindAll } from "../io/listen_addresses.ts";
 import type { Logger } from "../log.ts";
 import type { ConnectFunction } from "../rfb/backend_handshake.ts";
@@ -85,34 +89,38 @@ export async function startControlServer(deps: ControlServerDeps): Promise<Contr
       signal: resolving.signal,
     });
   }
-  const retired = new WeakSet<Deno.Listener>();
   const handlers = new Set<Promise<void>>();
   let nextId = 1;
 
+  // The cap counts connections still sending their request and those being
+  // answered; a flood of idle ones evicts itself instead of the real client.
+  const slots = new ConnectionSlots({
+    capacity: config.maxControlConnections,
+    logger: deps.logger,
+    what: "Control connection",
+  });
+
   async function acceptLoop(listener: Deno.Listener): Promise<void> {
-    while (true) {
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-      } catch (error) {
-        if (
-          error instanceof Deno.errors.BadResource || deps.stopping.aborted ||
-          retired.has(listener)
-        ) return;
-        // EMFILE and the like: keep serving once resources are back.
-        deps.logger.error(
-          `Control accept failed: ${describeError(error)}`,
-        );
-        await new Promise((resolve) => setTimeout(resolve, 100));
-        continue;
-      }
-      const id = nextId++;
-      const handler = handlers.size >= config.maxControlConnections
-        ? refuseBusy(new ConnDuplex(conn), deps.logger.child(`[C${id}]`))
-        : handleControlConnection(new ConnDuplex(conn), deps, deps.logger.child(`[C${id}]`));
+    const options = { signal: deps.stopping, logger: deps.logger, what: "Control" };
+    for (let conn; (conn = await acceptWithBackoff(listener, options)) !== undefined;) {
+      const control = new ConnDuplex(conn);
+      const logger = deps.logger.child(`[C${nextId++}]`);
+      const slot = slots.admit(control.remoteAddress, () => control.close());
+      const handler = slot === undefined
+        ? refuseBusy(control, logger)
+        : handleAdmitted(control, slot, logger);
       handlers.add(handler);
       handler.finally(() => handlers.delete(handler));
     }
+  }
+
+  async function handleAdmitted(
+    control: Duplex,
+    slot: ConnectionSlot,
+    logger: Logger,
+  ): Promise<void> {
+    using _held = slot;
+    await handleControlConnection(control, deps, { logger, slot });
   }
 
   let loops = listeners.map(acceptLoop);
@@ -128,10 +136,8 @@ export async function startControlServer(deps: ControlServerDeps): Promise<Contr
     if (!config.enableSsl || closing || next === undefined) return false;
     if (next.cert === tls?.cert && next.key === tls?.key) return false;
     const old = listeners;
-    for (const listener of old) {
-      retired.add(listener);
-      listener.close();
-    }
+    // Each accept loop ends when its listener closes.
+    for (const listener of old) listener.close();
     await Promise.all(loops);
     const fresh: Deno.Listener[] = [];
     let failure: unknown;
@@ -190,9 +196,22 @@ async function bindRetrying(bind: () => Deno.Listener): Promise<Deno.Listener> {
   }
 }
 
+/** Answers a newcomer when every slot is held by a request being answered. */
 async function refuseBusy(control: Duplex, logger: Logger): Promise<void> {
-  logger.warn(`Too many control connections, refusing ${control.remoteAddress}`);
+  logger.warn(`Too many control requests in progress, refusing ${control.remoteAddress}`);
   await sendReply(control, { status: "FAILED", reason: "server busy" }, logger);
+}
+
+/** Options of {@linkcode handleControlConnection}. */
+export interface ControlConnectionOptions {
+  /** The connection's logger (`[C<n>]`). */
+  readonly logger: Logger;
+  /**
+   * Its place among the control connections: touched on every read, and
+   * completed once the request is in, so the connection cannot be evicted
+   * while it is answered.
+   */
+  readonly slot?: ConnectionSlot;
 }
 
 /**
@@ -202,9 +221,10 @@ async function refuseBusy(control: Duplex, logger: Logger): Promise<void> {
 export async function handleControlConnection(
   control: Duplex,
   deps: ControlServerDeps,
-  logger: Logger,
+  options: ControlConnectionOptions,
 ): Promise<void> {
   const { config } = deps;
+  const { logger, slot } = options;
   logger.info(`New control connection from ${control.remoteAddress}`);
   let forwarding: Forwarding | undefined;
   let reply: ControlReply;
@@ -212,8 +232,14 @@ export async function handleControlConnection(
     using phase = startDeadline(config.controlTimeoutMs, deps.stopping);
     let text: string;
     try {
-      text = await raceDeadline(phase.signal, readRequestText(control, config.controlMaxBytes));
+      text = await raceDeadline(
+        phase.signal,
+        readRequestText(control, { maxBytes: config.controlMaxBytes, slot }),
+      );
+      slot?.complete();
     } catch (error) {
+      // Dropped for a newcomer (logged by the slots): its socket is closed.
+      if (slot?.evicted) return;
       if (error instanceof RefusalError || isTimeout(error)) throw error;
       // The transport failed (reset, failed TLS handshake): nobody to answer.
       logger.warn(`Cannot read the control request: ${describeError(error)}`);
@@ -285,18 +311,24 @@ async function sendReply(control: Duplex, reply: ControlReply, logger: Logger): 
 /**
  * Reads bytes until one complete JSON object has arrived, however it is
  * split, with or without a newline after it, and with the client keeping
- * its side open. Bounded by `maxBytes`.
+ * its side open. Bounded by `options.maxBytes`; every read touches
+ * `options.slot`, so a client still sending is not the idle one.
  *
  * @throws {RefusalError} when the request is too large, not an object or
  * incomplete at end of stream.
  */
-export async function readRequestText(control: Duplex, maxBytes: number): Promise<string> {
+export async function readRequestText(
+  control: Duplex,
+  options: { readonly maxBytes: number; readonly slot?: ConnectionSlot },
+): Promise<string> {
+  const { maxBytes, slot } = options;
   const scanner = new JsonObjectScanner();
   const buffer = new Uint8Array(maxBytes);
   let filled = 0;
   while (true) {
     if (filled === maxBytes) throw new RefusalError("malformed request: too large");
     const n = await control.read(buffer.subarray(filled, Math.min(maxBytes, filled + 16 * 1024)));
+    slot?.touch();
     if (n === null) {
       throw new RefusalError(
         filled === 0 ? "malformed request: empty" : "malformed request: incomplete JSON",

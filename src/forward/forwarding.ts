@@ -134,6 +134,7 @@ async function listen(
         pingIntervalMs: config.wsPingIntervalMs,
         handshakeTimeoutMs: config.clientTimeoutMs,
         signal,
+        maxPendingHandshakes: config.maxWsHandshakes,
         ...(tls ? { tls } : {}),
       });
   } catch (error) {

@@ -7,9 +7,12 @@
  * Every connection is handled on its own, each with a deadline for its
  * request head, so neither an idle TCP connection nor a slow one delays the
  * viewer (snf-vncauthproxy serialized them, peers.md W16), and neither
- * lives longer than `handshakeTimeoutMs`. The upgraded socket is ours, not
- * an HTTP server's, so the port closes the moment the first viewer wins
- * (DESIGN §4.5) without cutting the winner.
+ * lives longer than `handshakeTimeoutMs`. At most `maxPendingHandshakes`
+ * are in their handshake at once; at the cap the one idle longest is
+ * dropped for the newcomer, so a flood of idle connections from the
+ * viewer's own address cannot lock the viewer out. The upgraded socket is
+ * ours, not an HTTP server's, so the port closes the moment the first
+ * viewer wins (DESIGN §4.5) without cutting the winner.
  *
  * @module
  */
@@ -17,6 +20,8 @@
 import { describeError } from "../errors.ts";
 import { ConnDuplex, type Duplex, formatHostPort, setNoDelay } from "../io/duplex.ts";
 import { startDeadline, withDeadline } from "../io/deadline.ts";
+import { acceptWithBackoff } from "../io/accept_with_backoff.ts";
+import { type ConnectionSlot, ConnectionSlots } from "../io/connection_slots.ts";
 import { bindAll } from "../io/listen_addresses.ts";
 import {
   CLOSE_CODE,
@@ -48,6 +53,11 @@ export interface WebSocketListenerOptions {
   maxHeaderBytes?: number;
   /** Ends the resolution of a host name in `address`. */
   signal?: AbortSignal;
+  /**
+   * Connections in their handshake at once; at the cap the one idle longest
+   * is closed to make room. @default {64}
+   */
+  maxPendingHandshakes?: number;
 }
 
 /** Body of the answer to anything but a WebSocket upgrade. */
@@ -62,8 +72,7 @@ const MAX_LOGGED_PATH = 100;
 const LINGER_MS = 1_000;
 /** ...and how much of it. */
 const MAX_LINGER_BYTES = 64 * 1024;
-/** Pause after a failed accept (e.g. out of file descriptors). */
-const ACCEPT_RETRY_MS = 100;
+const DEFAULT_MAX_PENDING_HANDSHAKES = 64;
 
 const STATUS_TEXT: Record<number, string> = {
   400: "Bad Request",
@@ -120,6 +129,8 @@ class WebSocketListener implements ClientListener {
   readonly #pingIntervalMs: number;
   readonly #handshakeTimeoutMs: number;
   readonly #maxHeaderBytes: number;
+  /** Connections in their opening handshake; each slot is released when it ends. */
+  readonly #handshakes: ConnectionSlots;
   #state: "listening" | "won" | "closed" = "listening";
   #listening = true;
   /** Aborted by `close()`: ends handshakes in flight and accept pauses. */
@@ -139,6 +150,11 @@ class WebSocketListener implements ClientListener {
     this.#pingIntervalMs = options.pingIntervalMs ?? 0;
     this.#handshakeTimeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
     this.#maxHeaderBytes = options.maxHeaderBytes ?? DEFAULT_MAX_HEAD_BYTES;
+    this.#handshakes = new ConnectionSlots({
+      capacity: options.maxPendingHandshakes ?? DEFAULT_MAX_PENDING_HANDSHAKES,
+      logger: options.logger,
+      what: "WebSocket handshake",
+    });
     this.addresses = listeners.map((listener) => {
       const addr = listener.addr as Deno.NetAddr;
       return formatHostPort(addr.hostname, addr.port);
@@ -215,39 +231,35 @@ class WebSocketListener implements ClientListener {
 
   /** Accepts until the listener closes, each connection handled on its own. */
   async #acceptLoop(listener: Deno.Listener): Promise<void> {
-    while (this.#listening) {
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-      } catch (error) {
-        if (!this.#listening) return;
-        this.#logger.warn(`WebSocket listener error: ${describeError(error)}`);
-        await pause(ACCEPT_RETRY_MS, this.#closing.signal);
-        continue;
-      }
-      if (this.#state === "closed") {
-        conn.close();
-        return;
-      }
-      this.#track(this.#serveConnection(conn));
+    const options = { signal: this.#closing.signal, logger: this.#logger, what: "WebSocket" };
+    for (let conn; (conn = await acceptWithBackoff(listener, options)) !== undefined;) {
+      const duplex = new ConnDuplex(conn);
+      const slot = this.#handshakes.admit(duplex.remoteAddress, () => duplex.close());
+      // Only upgraded sockets hold a slot past their handshake, and the
+      // first upgrade closes the port, so a refusal here is a rare race.
+      if (slot === undefined) duplex.close();
+      else this.#track(this.#serveConnection(conn, duplex, slot));
     }
   }
 
   /** Runs the opening handshake on `conn`; the first upgrade wins. */
-  async #serveConnection(conn: Deno.Conn): Promise<void> {
+  async #serveConnection(conn: Deno.Conn, duplex: Duplex, slot: ConnectionSlot): Promise<void> {
     setNoDelay(conn);
-    const duplex = new ConnDuplex(conn);
     const remote = duplex.remoteAddress;
     let socket: WebSocketDuplex | undefined;
     try {
+      using _held = slot;
       using phase = startDeadline(this.#handshakeTimeoutMs, this.#closing.signal);
       socket = await withDeadline(
         duplex,
         phase.signal,
-        () => this.#handshake(conn, duplex, phase.signal),
+        () => this.#handshake(conn, duplex, { signal: phase.signal, slot }),
       );
     } catch (error) {
-      this.#logger.debug(`WebSocket handshake with ${remote} failed: ${describeError(error)}`);
+      // An evicted connection was logged by the slots.
+      if (!slot.evicted) {
+        this.#logger.debug(`WebSocket handshake with ${remote} failed: ${describeError(error)}`);
+      }
     } finally {
       if (socket === undefined) duplex.close();
     }
@@ -280,10 +292,11 @@ class WebSocketListener implements ClientListener {
   async #handshake(
     conn: Deno.Conn,
     duplex: Duplex,
-    signal: AbortSignal,
+    phase: { signal: AbortSignal; slot: ConnectionSlot },
   ): Promise<WebSocketDuplex | undefined> {
+    const { signal, slot } = phase;
     const remote = duplex.remoteAddress;
-    const bytes = await this.#readHead(duplex);
+    const bytes = await this.#readHead(duplex, slot);
     let verdict: Verdict;
     let head: RequestHead | undefined;
     if (typeof bytes === "number") {
@@ -307,6 +320,8 @@ class WebSocketListener implements ClientListener {
       return undefined;
     }
     this.#logger.debug(`WebSocket upgrade from ${remote} on path ${logPath(head!.target)}`);
+    // The request is in: this one is no longer a candidate for eviction.
+    slot.complete();
     const lines = [
       "HTTP/1.1 101 Switching Protocols",
       "Upgrade: websocket",
@@ -321,13 +336,15 @@ class WebSocketListener implements ClientListener {
   /**
    * Reads up to the blank line ending the request head, within
    * `maxHeaderBytes`; 431 when it does not fit, 400 when bytes follow it
-   * (RFC 6455 §4.1: a client sends nothing more before the 101).
+   * (RFC 6455 §4.1: a client sends nothing more before the 101). Every
+   * read touches `slot`: a client still sending is not the idle one.
    */
-  async #readHead(duplex: Duplex): Promise<Uint8Array | 400 | 431> {
+  async #readHead(duplex: Duplex, slot: ConnectionSlot): Promise<Uint8Array | 400 | 431> {
     const buffer = new Uint8Array(this.#maxHeaderBytes);
     let filled = 0;
     while (filled < buffer.length) {
       const n = await duplex.read(buffer.subarray(filled));
+      slot.touch();
       if (n === null) throw new Error("Connection closed before a complete request head");
       const end = findHeadEnd(buffer.subarray(0, filled + n), filled);
       filled += n;
@@ -421,20 +438,6 @@ async function linger(conn: Deno.Conn, duplex: Duplex, signal: AbortSignal): Pro
   } catch {
     // The response is out; whatever happens now, the connection closes.
   }
-}
-
-/** Waits `ms`, or less if `signal` aborts. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 /** The request path for a log line: never the query, which may hold a token. */

@@ -82,3 +82,21 @@ export function startDeadline(ms: number, ...parents: AbortSignal[]): Deadline {
     },
   };
 }
+
+/**
+ * Waits `ms` milliseconds, or less when `signal` aborts; never rejects, so a
+ * retry loop checks `signal.aborted` after it (a back-off that shutdown
+ * must not outlast).
+ */
+export function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}

@@ -14,7 +14,7 @@ import { lookup } from "node:dns/promises";
 import { describeError, RefusalError, RfbError } from "../errors.ts";
 import { readExact, readU32, readU8, UnexpectedEofError } from "../io/byte_reader.ts";
 import { ConnDuplex, type Duplex, formatHostPort, setNoDelay } from "../io/duplex.ts";
-import { isTimeout, raceDeadline, withDeadline } from "../io/deadline.ts";
+import { isTimeout, pause, raceDeadline, withDeadline } from "../io/deadline.ts";
 import { isIpLiteral } from "../io/listen_addresses.ts";
 import type { Logger } from "../log.ts";
 import {
@@ -133,7 +133,7 @@ async function connectWithRetries(target: BackendTarget, options: BackendOptions
       }
     }
     if (round < options.retries && options.retryWaitMs > 0) {
-      await sleep(options.retryWaitMs, signal).catch(() => {});
+      await pause(options.retryWaitMs, signal);
       if (signal.aborted) throw new RefusalError("VNC server timed out", { cause: lastError });
     }
   }
@@ -198,18 +198,4 @@ function toRefusal(error: unknown, logger: Logger): RefusalError {
 function errorCode(error: unknown): string {
   if (error instanceof Error) return error.name === "Error" ? error.message : error.name;
   return String(error);
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    function onAbort() {
-      clearTimeout(timer);
-      reject(signal.reason);
-    }
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }

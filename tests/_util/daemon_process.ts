@@ -272,3 +272,45 @@ export async function requestForwardingRaw(
 ): Promise<ForwardingReply> {
   return JSON.parse(await rawControl(controlPort, forwardingRequestJson(fields)));
 }
+
+/** Connections opened by {@linkcode openIdleConnections}; disposing closes them all. */
+export interface IdleConnections extends Disposable {
+  /** The client sides, in the order they connected. */
+  readonly conns: readonly Deno.Conn[];
+}
+
+/**
+ * Opens `count` TCP connections from 127.0.0.1 to `port` that never send
+ * nor read (a flood of idle clients), `batch` connects at a time so the
+ * listener's backlog is not overrun.
+ */
+export async function openIdleConnections(
+  port: number,
+  count: number,
+  options: { batch?: number } = {},
+): Promise<IdleConnections> {
+  const batch = options.batch ?? 100;
+  const conns: Deno.Conn[] = [];
+  const closeAll = () => {
+    for (const conn of conns) {
+      try {
+        conn.close();
+      } catch { /* already closed */ }
+    }
+  };
+  try {
+    while (conns.length < count) {
+      const size = Math.min(batch, count - conns.length);
+      const opened = await Promise.allSettled(
+        Array.from({ length: size }, () => Deno.connect({ hostname: "127.0.0.1", port })),
+      );
+      for (const result of opened) if (result.status === "fulfilled") conns.push(result.value);
+      const failed = opened.find((result) => result.status === "rejected");
+      if (failed) throw failed.reason;
+    }
+  } catch (error) {
+    closeAll();
+    throw error;
+  }
+  return { conns, [Symbol.dispose]: closeAll };
+}

@@ -91,18 +91,29 @@ Deno.test("an IPv6 backend, bracketed or not, is reached and logged as [::1]:por
   assert.ok(mentions.every((line) => !line.includes("[[")), mentions.join("\n"));
 });
 
-Deno.test("the control socket caps concurrent connections and has a backlog of at least 256", async () => {
+Deno.test("the control socket refuses a newcomer only while every slot answers a request, and has a backlog of at least 256", async () => {
+  await using silentServer = startFakeVncServer({ silent: true });
   await using daemon = await startDaemon({
     users: { admin: CONTROL_PASSWORD },
-    args: ["--max-control-connections=2", "--control-timeout=5"],
+    args: ["--max-control-connections=2", "--control-timeout=5", "--server-timeout=2"],
   });
+  // Two requests in progress (their VNC server never speaks) hold both slots.
+  const answering = [0, 1].map(() => forward(daemon, silentServer.port));
+  await daemon.waitForLine(/\[C1\] Request by/);
+  await daemon.waitForLine(/\[C2\] Request by/);
+  const busy = JSON.parse(await rawControl(daemon.controlPort, "{}"));
+  assert.equal(busy.reason, "server busy");
+  for (const reply of await Promise.all(answering)) {
+    assert.equal(reply.reason, "VNC server timed out");
+  }
+  // Idle connections hold the slots too, but make room for a newcomer.
   const silent = await Promise.all(
     [0, 1].map(() => Deno.connect({ hostname: "127.0.0.1", port: daemon.controlPort })),
   );
   try {
-    await daemon.waitForLine(/\[C2\] New control connection/);
+    await daemon.waitForLine(/\[C5\] New control connection/);
     const reply = JSON.parse(await rawControl(daemon.controlPort, "{}"));
-    assert.equal(reply.reason, "server busy");
+    assert.match(reply.reason, /^malformed request: /);
   } finally {
     for (const conn of silent) conn.close();
   }

@@ -13,6 +13,7 @@ import {
   rawHttpRequest,
   type RawWebSocket,
 } from "../_util/raw_websocket.ts";
+import { openIdleConnections } from "../_util/daemon_process.ts";
 import { makeTestCertificate } from "../_util/tls.ts";
 
 const encoder = new TextEncoder();
@@ -550,6 +551,33 @@ Deno.test("openWebSocketListener() on * serves IPv4 on one dual-stack socket", a
     client = await upgrade(portOf(listener));
     const viewer = await listener.acceptOne(timeout());
     viewer.close();
+  } finally {
+    client?.close();
+    await listener.close();
+  }
+});
+
+Deno.test("openWebSocketListener() drops the idlest connections beyond maxPendingHandshakes, and the real upgrade still wins", async () => {
+  const { logger, lines } = recordingLogger();
+  // A long handshake deadline, so every close seen here is an eviction.
+  const listener = await open({ logger, maxPendingHandshakes: 8, handshakeTimeoutMs: 60_000 });
+  const port = portOf(listener);
+  // One at a time, so the listener admits them in this order.
+  using flood = await openIdleConnections(port, 50, { batch: 1 });
+  let client: RawWebSocket | undefined;
+  try {
+    // The 42 idlest (the first connected) are closed for the newcomers.
+    for (const conn of flood.conns.slice(0, 42)) {
+      assert.deepStrictEqual(await readAll(conn), new Uint8Array(0));
+    }
+    client = await upgrade(port);
+    const viewer = await listener.acceptOne(timeout());
+    await viewer.write(Uint8Array.of(1));
+    assert.deepStrictEqual(await client.readBytes(1), Uint8Array.of(1));
+    viewer.close();
+    const drops = lines.filter((line) => line.includes("WebSocket handshake cap of 8 reached"));
+    assert.equal(drops.length, 42 + 1, "one drop per newcomer beyond the cap");
+    assert.match(drops[0]!, /^WARNING .* from 127\.0\.0\.1:\d+, for 127\.0\.0\.1:\d+ \(/);
   } finally {
     client?.close();
     await listener.close();

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { isTimeout, raceDeadline, startDeadline, withDeadline } from "../../src/io/deadline.ts";
+import {
+  isTimeout,
+  pause,
+  raceDeadline,
+  startDeadline,
+  withDeadline,
+} from "../../src/io/deadline.ts";
 import { tcpPair } from "../_util/loopback.ts";
 
 Deno.test("startDeadline() aborts with a TimeoutError when time is up", async () => {
@@ -37,4 +43,16 @@ Deno.test("raceDeadline() rejects on time without closing the transport", async 
   await pair.server.write(new TextEncoder().encode("still open"));
   const buffer = new Uint8Array(10);
   assert.equal(await pair.client.read(buffer), 10);
+});
+
+Deno.test("pause() waits its time, or ends early without rejecting when the signal aborts", async () => {
+  const started = performance.now();
+  await pause(30, new AbortController().signal);
+  assert.ok(performance.now() - started >= 25);
+
+  const stop = new AbortController();
+  setTimeout(() => stop.abort(new Error("stopping")), 10);
+  // The sanitizer would report the 60 s timer if the abort did not clear it.
+  await pause(60_000, stop.signal);
+  await pause(60_000, stop.signal);
 });
