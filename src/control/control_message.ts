@@ -92,8 +92,9 @@ export function parseForwardRequest(text: string): ForwardRequest {
   let value: unknown;
   try {
     value = JSON.parse(text);
-  } catch (error) {
-    throw new RefusalError("malformed request: invalid JSON", { cause: error });
+  } catch {
+    // No cause: V8's SyntaxError quotes the text, passwords included.
+    throw new RefusalError("malformed request: invalid JSON");
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new RefusalError("malformed request: not a JSON object");

@@ -4,9 +4,11 @@
  *
  * The key is the password's first 8 bytes, NUL-padded, with each byte's
  * bits reversed (the RFB convention inherited from the d3des code VNC
- * shipped). `node:crypto` has no `des-ecb`, but `des-ede3-cbc` with the key
- * repeated three times and a zero IV, applied to one 8-byte block at a
- * time, is single DES in ECB mode (DESIGN §4).
+ * shipped). Reversed, a byte's top bit lands on the DES parity bit, which
+ * DES ignores: characters that differ only in bit 7 (`é` and `i`) are the
+ * same password. `node:crypto` has no `des-ecb`, but `des-ede3-cbc` with
+ * the key repeated three times and a zero IV, applied to one 8-byte block
+ * at a time, is single DES in ECB mode.
  *
  * @module
  */

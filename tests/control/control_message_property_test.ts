@@ -15,15 +15,6 @@ import { CONSOLE_TYPES } from "../../src/config.ts";
 import { describeError, RefusalError } from "../../src/errors.ts";
 import { assertProperty, fc, mutated, segmentation } from "../_util/property.ts";
 
-/**
- * FLIP TO false once issue 9's strict-null change lands. The spec (and
- * snf) make a present JSON `null` malformed for every field; until the
- * change, `"type": null` is served as `vnc` and `"source_port": null` as
- * 0, and while this is true the properties accept either outcome for those
- * two fields. Every other field is held to `malformed request: <field>`.
- */
-const LEGACY_NULL_DEFAULTS_ALLOWED = true;
-
 /** The request fields in the order the validator checks them. */
 const FIELDS = [
   "auth_user",
@@ -38,7 +29,7 @@ type Field = typeof FIELDS[number];
 
 /** Every reason `parseForwardRequest()` may give. */
 const REASON =
-  /^(malformed request: (invalid JSON|not a JSON object|auth_user|auth_password|source_port|destination_address|destination_port|password)|unsupported console type)$/;
+  /^(malformed request: (invalid JSON|not a JSON object|auth_user|auth_password|source_port|destination_address|destination_port|password|type)|unsupported console type)$/;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -117,13 +108,10 @@ function isShortString(value: unknown): value is string {
 
 /**
  * What the validator must make of `value` for `field`: accept it, refuse
- * it, or either (`host?`: host syntax, which the table tests pin down;
- * `null?`: see {@linkcode LEGACY_NULL_DEFAULTS_ALLOWED}).
+ * it, or either (`host?`: host syntax, which the table tests pin down).
+ * A present JSON `null` is a value of the wrong type for every field.
  */
-function expectation(field: Field, value: unknown): "valid" | "invalid" | "host?" | "null?" {
-  if (value === null && (field === "type" || field === "source_port")) {
-    return LEGACY_NULL_DEFAULTS_ALLOWED ? "null?" : "invalid";
-  }
+function expectation(field: Field, value: unknown): "valid" | "invalid" | "host?" {
   switch (field) {
     case "auth_user":
     case "auth_password":
@@ -150,8 +138,11 @@ function expectation(field: Field, value: unknown): "valid" | "invalid" | "host?
   }
 }
 
-function reasonFor(field: Field): string {
-  return field === "type" ? "unsupported console type" : `malformed request: ${field}`;
+function reasonsFor(field: Field): string[] {
+  // A type of the wrong kind is malformed; a string that names no type is unsupported.
+  return field === "type"
+    ? ["unsupported console type", "malformed request: type"]
+    : [`malformed request: ${field}`];
 }
 
 /** Checks an accepted request against the fields it came from. */
@@ -159,7 +150,11 @@ function assertAccepted(request: ForwardRequest, fields: Record<string, unknown>
   assert.equal(request.authUser, fields.auth_user);
   assert.equal(request.authPassword, fields.auth_password);
   assert.equal(request.sourcePort, portValue(fields.source_port) ?? 0);
-  assert.equal(request.destinationAddress, fields.destination_address);
+  // IPv6 literals come back without brackets.
+  assert.equal(
+    request.destinationAddress,
+    String(fields.destination_address).replace(/^\[(.*)\]$/, "$1"),
+  );
   assert.equal(request.destinationPort, portValue(fields.destination_port));
   assert.equal(request.password, fields.password);
   assert.equal(request.type, fields.type ?? "vnc");
@@ -181,7 +176,13 @@ function assertWellFormed(request: ForwardRequest): void {
 function assertSafeRefusal(error: unknown, secrets: readonly string[]): RefusalError {
   assert.ok(error instanceof RefusalError, `not a RefusalError: ${String(error)}`);
   assert.match(error.message, REASON);
-  for (const text of [error.message, String(error), describeError(error)]) {
+  // The cause chain too: a logger or a debugger may print it.
+  const causes: string[] = [];
+  for (let cause = error.cause; cause !== undefined; cause = (cause as Error).cause) {
+    causes.push(String(cause), cause instanceof Error ? cause.message : "");
+    if (!(cause instanceof Error)) break;
+  }
+  for (const text of [error.message, String(error), describeError(error), ...causes]) {
     for (const value of secrets) {
       if (value.length >= 4) assert.ok(!text.includes(value), "a secret in the reason");
     }
@@ -230,8 +231,10 @@ Deno.test("parseForwardRequest() refuses a request with one field replaced, nami
         const verdicts = FIELDS.map((field) =>
           [field, replaced.has(field) ? expectation(field, parsed[field]) : "valid"] as const
         );
-        const mustFail = verdicts.filter(([, v]) => v === "invalid").map(([f]) => reasonFor(f));
-        const mayFail = verdicts.filter(([, v]) => v !== "valid").map(([f]) => reasonFor(f));
+        const mustFail = verdicts.filter(([, v]) => v === "invalid").flatMap(([f]) =>
+          reasonsFor(f)
+        );
+        const mayFail = verdicts.filter(([, v]) => v !== "valid").flatMap(([f]) => reasonsFor(f));
         let request: ForwardRequest;
         try {
           request = parseForwardRequest(JSON.stringify(fields));
@@ -242,7 +245,6 @@ Deno.test("parseForwardRequest() refuses a request with one field replaced, nami
         }
         assert.deepEqual(mustFail, [], "an invalid field was accepted");
         assertWellFormed(request);
-        // "null?" fields accepted: the legacy defaults.
         assert.equal(request.type, parsed.type ?? "vnc");
         assert.equal(request.sourcePort, portValue(parsed.source_port) ?? 0);
       },

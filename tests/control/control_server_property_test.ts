@@ -51,7 +51,7 @@ function expected(bytes: Uint8Array, maxBytes: number): { outcome: Outcome; deci
 
 async function read(duplex: ScriptedDuplex, maxBytes: number): Promise<Outcome> {
   try {
-    return { text: await readRequestText(duplex, maxBytes) };
+    return { text: await readRequestText(duplex, { maxBytes }) };
   } catch (error) {
     assert.ok(error instanceof RefusalError, `not a RefusalError: ${String(error)}`);
     assert.match(error.message, REASON);
