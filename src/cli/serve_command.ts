@@ -6,6 +6,7 @@
  */
 
 import { type Config, DEFAULT_CONFIG, resolveConfig } from "../config.ts";
+import { parseAuthFailLimit } from "../control/auth_fail_limiter.ts";
 import { runDaemon, StartupError } from "../daemon.ts";
 import { UsageError } from "../errors.ts";
 import { createLogger, FileSink, type LogSink, stderrSink } from "../log.ts";
@@ -136,6 +137,31 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     metavar: "N",
     help: "seconds between WebSocket pings; a client that does not answer is dropped; 0 = off [0]",
   },
+  {
+    long: "crypt-workers",
+    kind: "int",
+    metavar: "N",
+    help: `workers that check control passwords off the event loop [${d.cryptWorkers}]`,
+  },
+  {
+    long: "crypt-queue",
+    kind: "int",
+    metavar: "N",
+    help: `password checks waiting for a worker; more get "server busy" [${d.cryptQueueLimit}]`,
+  },
+  {
+    long: "auth-fail-limit",
+    kind: "string",
+    metavar: "N/s",
+    help:
+      `failed control logins per source address and per user, burst 2N; 0 or off = none [${d.authFailLimit}/s]`,
+  },
+  {
+    long: "max-crypt-rounds",
+    kind: "int",
+    metavar: "N",
+    help: `largest rounds= of a users-file hash [${d.maxCryptRounds}]`,
+  },
 ];
 
 /** Help text of the daemon. */
@@ -194,6 +220,12 @@ export function parseServeArgs(args: readonly string[]): Config | "help" {
       portCooldownMs: ms("port-cooldown"),
       maxControlConnections: num("max-control-connections"),
       wsPingIntervalMs: ms("ws-ping-interval"),
+      cryptWorkers: num("crypt-workers"),
+      cryptQueueLimit: num("crypt-queue"),
+      authFailLimit: str("auth-fail-limit") === undefined
+        ? undefined
+        : parseAuthFailLimit(str("auth-fail-limit")!),
+      maxCryptRounds: num("max-crypt-rounds"),
     } as Partial<Config>);
   } catch (error) {
     if (error instanceof RangeError) throw new UsageError(error.message, { cause: error });
