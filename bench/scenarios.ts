@@ -6,7 +6,7 @@
  * @module
  */
 
-import { UserDb } from "../src/auth/users_file.ts";
+import { UserDb } from "../src/auth/user_db.ts";
 import { cpuSeconds, rssMb } from "./procfs.ts";
 import { echoer, type Session, streamFromServer, type Target } from "./sessions.ts";
 import { mapLimit, round, roundedSummary, type Summary } from "./stats.ts";
@@ -274,15 +274,15 @@ export async function passwordCheck(
 ): Promise<PasswordCheckResult> {
   const users = await UserDb.load(path);
   let started = performance.now();
-  if (!users.verify(user, password)) throw new Error("The control password did not verify");
+  if (!(await users.verify(user, password))) throw new Error("The control password did not verify");
   const firstMs = performance.now() - started;
   started = performance.now();
-  users.verify(user, `${password}-wrong`);
+  await users.verify(user, `${password}-wrong`);
   const wrongMs = performance.now() - started;
   const samples: number[] = [];
   for (let i = 0; i < repeats; i++) {
     started = performance.now();
-    users.verify(user, password);
+    await users.verify(user, password);
     samples.push(performance.now() - started);
   }
   return { firstMs: round(firstMs), wrongMs: round(wrongMs), cachedMs: roundedSummary(samples) };

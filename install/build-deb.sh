@@ -4,6 +4,10 @@
 #
 #   install/build-deb.sh VERSION BINARY [OUTDIR]
 #
+# Build BINARY with "deno task compile", not a bare "deno compile main.ts": the
+# task also embeds src/auth/crypt_worker.ts (--include), without which every
+# control password check fails.
+#
 # OUTDIR defaults to the current directory. No debhelper: the files of this
 # folder are staged as they are installed and packed with dpkg-deb. Set
 # SOURCE_DATE_EPOCH for a reproducible build, MAINTAINER for the Maintainer field.

@@ -78,6 +78,14 @@ export interface Config {
   readonly idleTimeoutMs: number;
   /** A session ends this long after its viewer authenticated; 0 = never. */
   readonly maxSessionTimeMs: number;
+  /** Workers that run password checks (SHA-crypt) off the event loop. */
+  readonly cryptWorkers: number;
+  /** Password checks waiting for a worker; one more is answered `server busy`. */
+  readonly cryptQueueLimit: number;
+  /** Failed control logins a second, per source address and per user name; 0 = no limit. */
+  readonly authFailLimit: number;
+  /** Largest `rounds=` a users-file hash may have. */
+  readonly maxCryptRounds: number;
 }
 
 /** snf-vncauthproxy's defaults, plus ours for the settings it lacks. */
@@ -109,6 +117,17 @@ export const DEFAULT_CONFIG: Config = Object.freeze({
   wsPingIntervalMs: 0,
   idleTimeoutMs: 0,
   maxSessionTimeMs: 0,
+  // One core is left to the event loop; more than 4 workers only add memory
+  // (a V8 isolate each, ~20-30 MB of RSS while running) for checks the
+  // panel's repeated credentials skip (UserDb's cache).
+  cryptWorkers: Math.max(1, Math.min(4, (navigator.hardwareConcurrency ?? 2) - 1)),
+  cryptQueueLimit: 64,
+  // A panel mistypes rarely; 5 a second (a burst of 10) keeps a guessing
+  // client to a few hundred guesses a minute and well under one core.
+  authFailLimit: 5,
+  // About 100 ms of SHA-512 on a shared 2-core machine (4-5 µs a round);
+  // the default 5000 rounds is ~15-20 ms.
+  maxCryptRounds: 20_000,
 });
 
 /**
@@ -163,6 +182,21 @@ export function resolveConfig(overrides: Partial<Config> = {}): Config {
   }
   if (!Number.isInteger(config.maxWsHandshakes) || config.maxWsHandshakes < 1) {
     throw new RangeError("--max-ws-handshakes must be at least 1");
+  }
+  if (!Number.isInteger(config.cryptWorkers) || config.cryptWorkers < 1) {
+    throw new RangeError("--crypt-workers must be at least 1");
+  }
+  if (!Number.isInteger(config.cryptQueueLimit) || config.cryptQueueLimit < 0) {
+    throw new RangeError("--crypt-queue must not be negative");
+  }
+  if (!(config.authFailLimit >= 0) || !Number.isFinite(config.authFailLimit)) {
+    throw new RangeError("--auth-fail-limit must not be negative");
+  }
+  if (
+    !Number.isInteger(config.maxCryptRounds) || config.maxCryptRounds < 1000 ||
+    config.maxCryptRounds > 999_999_999
+  ) {
+    throw new RangeError("--max-crypt-rounds must be an integer from 1000 to 999999999");
   }
   if (config.listenAddress === "") {
     throw new RangeError("--listen-address must not be empty");

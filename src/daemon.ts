@@ -3,14 +3,17 @@
  * and the control server, and handles signals (DESIGN §2.1):
  * SIGTERM/SIGINT stop accepting, drain live sessions for `--drain-timeout`,
  * then close them; SIGHUP reloads the users file and the certificate and
- * reopens the log file, without touching live sessions.
+ * reopens the log file, without touching live sessions. Password checks run
+ * in a pool of crypt Workers, terminated when the daemon stops.
  *
  * @module
  */
 
 import { describeError } from "./errors.ts";
-import { UserDb } from "./auth/users_file.ts";
+import { CryptPool } from "./auth/crypt_pool.ts";
+import { UserDb, type UserDbOptions } from "./auth/user_db.ts";
 import { type Config, isWildcardAddress } from "./config.ts";
+import { AuthFailLimiter } from "./control/auth_fail_limiter.ts";
 import { type ControlServer, startControlServer } from "./control/control_server.ts";
 import type { Forwarding, TlsMaterial } from "./forward/forwarding.ts";
 import { PortPool } from "./forward/port_pool.ts";
@@ -63,8 +66,16 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
   const sessions = new Map<Forwarding, Promise<void>>();
   let control: ControlServer | undefined;
   const signalHandlers: [Deno.Signal, () => void][] = [];
+  const crypt = new CryptPool(
+    { size: config.cryptWorkers, queueLimit: config.cryptQueueLimit },
+    { logger },
+  );
+  const userOptions: UserDbOptions = {
+    crypt: (password, setting) => crypt.crypt(password, setting),
+    maxRounds: config.maxCryptRounds,
+  };
   try {
-    let users = loadUsersAtStart(config.authFile, logger);
+    let users = loadUsersAtStart(config.authFile, userOptions, logger);
     let tls = loadTlsAtStart(config, logger);
     const proxyAddress = isWildcardAddress(config.proxyListenAddress)
       ? await getFqdn()
@@ -88,6 +99,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
           running.finally(() => sessions.delete(forwarding));
         },
         ...(deps.connect ? { connect: deps.connect } : {}),
+        authFailures: new AuthFailLimiter({ perSecond: config.authFailLimit }),
       });
     } catch (error) {
       throw new StartupError(
@@ -106,7 +118,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
       } catch (error) {
         logger.error(`Cannot reopen the log file: ${describeError(error)}`);
       }
-      users = reloadUsers(config.authFile, users, logger);
+      users = reloadUsers(config.authFile, userOptions, users, logger);
       tls = reloadTls(config, tls, logger);
       if (config.enableSsl) {
         server.reloadTls().then(
@@ -149,6 +161,8 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
     await control?.close();
     closing.abort(new Error("The daemon stopped"));
     await Promise.allSettled([...sessions.values()]);
+    // After the control server: its last requests got their checks.
+    crypt.close();
     pidFile?.release();
   }
   logger.info("Stopped");
@@ -168,9 +182,9 @@ async function drain(
   if (sessions.size > 0) logger.info(`Closing ${sessions.size} sessions still live`);
 }
 
-function loadUsersAtStart(path: string, logger: Logger): UserDb {
+function loadUsersAtStart(path: string, options: UserDbOptions, logger: Logger): UserDb {
   try {
-    const users = UserDb.fromText(Deno.readTextFileSync(path));
+    const users = UserDb.fromText(Deno.readTextFileSync(path), options);
     if (users.size === 0) {
       logger.warn(`No users defined in "${path}": every request will be refused`);
     }
@@ -178,7 +192,7 @@ function loadUsersAtStart(path: string, logger: Logger): UserDb {
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) {
       logger.warn(`Authentication file "${path}" not found: every request will be refused`);
-      return UserDb.empty();
+      return UserDb.empty(options);
     }
     throw new StartupError(`Cannot load authentication file "${path}": ${describeError(error)}`, {
       cause: error,
@@ -186,9 +200,14 @@ function loadUsersAtStart(path: string, logger: Logger): UserDb {
   }
 }
 
-function reloadUsers(path: string, current: UserDb, logger: Logger): UserDb {
+function reloadUsers(
+  path: string,
+  options: UserDbOptions,
+  current: UserDb,
+  logger: Logger,
+): UserDb {
   try {
-    return UserDb.fromText(Deno.readTextFileSync(path));
+    return UserDb.fromText(Deno.readTextFileSync(path), options);
   } catch (error) {
     logger.error(`Keeping the old users: cannot reload "${path}": ${describeError(error)}`);
     return current;

@@ -1,16 +1,15 @@
 /**
  * The control users file: one `user:$6$salt$hash` line per user (crypt(3)
  * output, as `mkpasswd -m sha-512` and snf's `vncauthproxy-passwd` write),
- * its parsing, in-place editing and atomic rewriting, and {@linkcode UserDb},
- * which checks control passwords.
+ * its parsing, in-place editing and atomic rewriting. `user_db.ts` checks
+ * the passwords.
  *
  * @module
  */
 
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import { Buffer } from "node:buffer";
+import { randomBytes } from "node:crypto";
 import { basename, dirname, join } from "node:path";
-import { MAX_ROUNDS, MIN_ROUNDS, shaCrypt } from "./sha_crypt.ts";
+import { DEFAULT_ROUNDS, MAX_ROUNDS, MIN_ROUNDS } from "./sha_crypt.ts";
 
 /**
  * A `$5$` or `$6$` crypt string with an optional canonical `rounds=` field
@@ -22,15 +21,54 @@ const CRYPT_HASH =
 /** Encoded hash length by crypt id. */
 const HASH_LENGTH: Readonly<Record<string, number>> = { "5": 43, "6": 86 };
 
-/** Whether `hash` is a `$5$`/`$6$` crypt string that {@linkcode UserDb} accepts. */
+/** Whether `hash` is a `$5$`/`$6$` crypt string that `UserDb` accepts. */
 export function isSupportedHash(hash: string): boolean {
   const match = CRYPT_HASH.exec(hash);
   if (match === null || match[3]!.length !== HASH_LENGTH[match[1]!]) {
     return false;
   }
-  if (match[2] === undefined) return true;
-  const rounds = Number(match[2]);
+  const rounds = cryptRounds(hash);
   return rounds >= MIN_ROUNDS && rounds <= MAX_ROUNDS;
+}
+
+/**
+ * The SHA-crypt rounds of a supported `hash` (see {@linkcode isSupportedHash}):
+ * its `rounds=` field, or the default 5000 without one. The cost of checking
+ * a password grows linearly with it.
+ */
+export function cryptRounds(hash: string): number {
+  const field = /^\$[56]\$rounds=(\d+)\$/.exec(hash);
+  return field === null ? DEFAULT_ROUNDS : Number(field[1]);
+}
+
+/** Options of {@linkcode parseUsersFile}. */
+export interface ParseUsersFileOptions {
+  /**
+   * Largest `rounds=` accepted: a line above it is refused, as one check of
+   * `rounds=999999999` would take about an hour of CPU.
+   * @default {999_999_999}
+   */
+  readonly maxRounds?: number;
+}
+
+/**
+ * Why the hash of `user` cannot be used, or `undefined` when it can. The
+ * reason never holds the hash.
+ */
+export function hashProblem(
+  user: string,
+  hash: string,
+  options: ParseUsersFileOptions = {},
+): string | undefined {
+  if (!isSupportedHash(hash)) {
+    return `the hash of user "${user}" is not a SHA-256 or SHA-512 crypt string`;
+  }
+  const rounds = cryptRounds(hash);
+  const max = options.maxRounds ?? MAX_ROUNDS;
+  if (rounds > max) {
+    return `the hash of user "${user}" has rounds=${rounds}, more than the limit of ${max} (--max-crypt-rounds)`;
+  }
+  return undefined;
 }
 
 /** One line of a users file, split into its parts. */
@@ -60,11 +98,15 @@ function classifyLine(raw: string): Line {
  * are ignored, each line splits on its first `:`, and of duplicate users the
  * last line wins (as in snf-vncauthproxy).
  *
- * @throws {SyntaxError} for a line without `user:` or whose hash is not a
- * `$5$`/`$6$` crypt string. The message names the line number and the user,
+ * @throws {SyntaxError} for a line without `user:`, whose hash is not a
+ * `$5$`/`$6$` crypt string, or whose `rounds=` is above
+ * `options.maxRounds`. The message names the line number and the user,
  * never the hash.
  */
-export function parseUsersFile(text: string): Map<string, string> {
+export function parseUsersFile(
+  text: string,
+  options: ParseUsersFileOptions = {},
+): Map<string, string> {
   const users = new Map<string, string>();
   const lines = text.split("\n");
   for (let i = 0; i < lines.length; i++) {
@@ -73,13 +115,8 @@ export function parseUsersFile(text: string): Map<string, string> {
     if (line.kind === "malformed") {
       throw new SyntaxError(`Malformed line ${i + 1}: ${line.reason}`);
     }
-    if (!isSupportedHash(line.hash)) {
-      throw new SyntaxError(
-        `Malformed line ${
-          i + 1
-        }: the hash of user "${line.user}" is not a SHA-256 or SHA-512 crypt string`,
-      );
-    }
+    const problem = hashProblem(line.user, line.hash, options);
+    if (problem !== undefined) throw new SyntaxError(`Malformed line ${i + 1}: ${problem}`);
     users.delete(line.user);
     users.set(line.user, line.hash);
   }
@@ -152,143 +189,6 @@ export function deleteUserFromText(
 function lineEnd(raw: string): string {
   if (raw.endsWith("\r\n")) return "\r\n";
   return "\n";
-}
-
-/** Computes a crypt string; see {@linkcode shaCrypt}. */
-export type CryptFunction = (password: string, setting: string) => string;
-
-/** Options of the {@linkcode UserDb} constructor. */
-export interface UserDbOptions {
-  /** The crypt implementation, replaceable in tests. @default {shaCrypt} */
-  crypt?: CryptFunction;
-  /** Most successful verifications remembered. @default {1024} */
-  cacheSize?: number;
-}
-
-/**
- * A well-formed `$6$` hash with the default rounds that no password is
- * checked against for real: unknown users are crypt-ed against it so they
- * cost as much as a wrong password.
- */
-const DUMMY_HASH = "$6$unknownuserdummy$" + ".".repeat(86);
-
-/**
- * The control users, loaded once, checking passwords in constant time.
- *
- * Successful verifications are cached: SHA-512-crypt at 5000 rounds costs
- * about 15 ms of blocking CPU, and the control panel sends the same
- * credentials with every request. The cache holds HMAC-SHA256 digests,
- * under a random key made per `UserDb`, of the user, the password and the
- * stored hash; a wrong password never enters it, a changed hash misses it,
- * and a reload (a new `UserDb`) starts empty. The trade-off: anyone who can
- * read this process's memory gets the key and digests of recently used
- * passwords, which are much faster to brute-force than SHA-512-crypt
- * (though such a reader can also see the passwords in request buffers), and
- * a correct password answers measurably faster on its second use, which
- * only tells an observer what the reply already does.
- */
-export class UserDb {
-  readonly #users: ReadonlyMap<string, string>;
-  readonly #crypt: CryptFunction;
-  readonly #cacheSize: number;
-  readonly #cacheKey = randomBytes(32);
-  readonly #cache = new Set<string>();
-
-  /**
-   * Creates a database from user name to stored crypt string.
-   *
-   * @throws {SyntaxError} when a hash is not a `$5$`/`$6$` crypt string.
-   */
-  constructor(
-    entries: ReadonlyMap<string, string>,
-    options: UserDbOptions = {},
-  ) {
-    for (const [user, hash] of entries) {
-      if (!isSupportedHash(hash)) {
-        throw new SyntaxError(
-          `The hash of user "${user}" is not a SHA-256 or SHA-512 crypt string`,
-        );
-      }
-    }
-    this.#users = new Map(entries);
-    this.#crypt = options.crypt ?? shaCrypt;
-    this.#cacheSize = options.cacheSize ?? 1024;
-  }
-
-  /** Returns a database without users: every verification fails. */
-  static empty(options?: UserDbOptions): UserDb {
-    return new UserDb(new Map(), options);
-  }
-
-  /**
-   * Parses the text of a users file; see {@linkcode parseUsersFile}.
-   *
-   * @throws {SyntaxError} on a malformed line.
-   */
-  static fromText(text: string, options?: UserDbOptions): UserDb {
-    return new UserDb(parseUsersFile(text), options);
-  }
-
-  /**
-   * Reads and parses the users file at `path`.
-   *
-   * @throws {Deno.errors.NotFound} when the file does not exist; the caller
-   * decides whether that is fatal.
-   * @throws {SyntaxError} on a malformed line, naming `path`.
-   */
-  static async load(path: string, options?: UserDbOptions): Promise<UserDb> {
-    const text = await Deno.readTextFile(path);
-    try {
-      return UserDb.fromText(text, options);
-    } catch (error) {
-      if (!(error instanceof SyntaxError)) throw error;
-      throw new SyntaxError(
-        `Cannot load auth file "${path}": ${error.message}`,
-        { cause: error },
-      );
-    }
-  }
-
-  /** Number of users. */
-  get size(): number {
-    return this.#users.size;
-  }
-
-  /** Whether `user` exists. */
-  has(user: string): boolean {
-    return this.#users.has(user);
-  }
-
-  /** User names, in file order. */
-  users(): string[] {
-    return [...this.#users.keys()];
-  }
-
-  /**
-   * Checks `password` for `user`. Always runs a full crypt (against a dummy
-   * hash for an unknown user) and compares in constant time, so an unknown
-   * user costs as much as a wrong password; a repeat of a recently verified
-   * password is answered from the cache.
-   */
-  verify(user: string, password: string): boolean {
-    const stored = this.#users.get(user);
-    const expected = stored ?? DUMMY_HASH;
-    // JSON of an array is an unambiguous encoding of the three strings.
-    const digest = createHmac("sha256", this.#cacheKey)
-      .update(JSON.stringify([user, password, expected]))
-      .digest("hex");
-    if (stored !== undefined && this.#cache.has(digest)) return true;
-
-    const actual = Buffer.from(this.#crypt(password, expected), "utf8");
-    const wanted = Buffer.from(expected, "utf8");
-    const sameLength = actual.length === wanted.length;
-    const equal = timingSafeEqual(sameLength ? actual : wanted, wanted) &&
-      sameLength;
-    if (!equal || stored === undefined) return false;
-    if (this.#cache.size >= this.#cacheSize) this.#cache.clear();
-    this.#cache.add(digest);
-    return true;
-  }
 }
 
 /**

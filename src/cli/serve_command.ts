@@ -6,6 +6,7 @@
  */
 
 import { type Config, DEFAULT_CONFIG, resolveConfig } from "../config.ts";
+import { parseAuthFailLimit } from "../control/auth_fail_limiter.ts";
 import { runDaemon, StartupError } from "../daemon.ts";
 import { UsageError } from "../errors.ts";
 import { createLogger, FileSink, type LogSink, stderrSink } from "../log.ts";
@@ -154,6 +155,31 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     metavar: "N",
     help: "seconds after which a session ends, busy or not; 0 = never [0]",
   },
+  {
+    long: "crypt-workers",
+    kind: "int",
+    metavar: "N",
+    help: `workers that check control passwords off the event loop [${d.cryptWorkers}]`,
+  },
+  {
+    long: "crypt-queue",
+    kind: "int",
+    metavar: "N",
+    help: `password checks waiting for a worker; more get "server busy" [${d.cryptQueueLimit}]`,
+  },
+  {
+    long: "auth-fail-limit",
+    kind: "string",
+    metavar: "N/s",
+    help:
+      `failed control logins per source address and per user, burst 2N; 0 or off = none [${d.authFailLimit}/s]`,
+  },
+  {
+    long: "max-crypt-rounds",
+    kind: "int",
+    metavar: "N",
+    help: `largest rounds= of a users-file hash [${d.maxCryptRounds}]`,
+  },
 ];
 
 /** Help text of the daemon. */
@@ -215,6 +241,12 @@ export function parseServeArgs(args: readonly string[]): Config | "help" {
       wsPingIntervalMs: ms("ws-ping-interval"),
       idleTimeoutMs: ms("idle-timeout"),
       maxSessionTimeMs: ms("max-session-time"),
+      cryptWorkers: num("crypt-workers"),
+      cryptQueueLimit: num("crypt-queue"),
+      authFailLimit: str("auth-fail-limit") === undefined
+        ? undefined
+        : parseAuthFailLimit(str("auth-fail-limit")!),
+      maxCryptRounds: num("max-crypt-rounds"),
     } as Partial<Config>);
   } catch (error) {
     if (error instanceof RangeError) throw new UsageError(error.message, { cause: error });

@@ -9,7 +9,8 @@
  * @module
  */
 
-import type { UserDb } from "../auth/users_file.ts";
+import { CryptBusyError } from "../auth/crypt_pool.ts";
+import type { UserDb } from "../auth/user_db.ts";
 import type { Config } from "../config.ts";
 import { describeError, RefusalError } from "../errors.ts";
 import { ConnDuplex, type Duplex, formatHostPort } from "../io/duplex.ts";
@@ -21,9 +22,11 @@ import type { Logger } from "../log.ts";
 import type { ConnectFunction } from "../rfb/backend_handshake.ts";
 import { type Forwarding, setUpForwarding, type TlsMaterial } from "../forward/forwarding.ts";
 import type { PortPool } from "../forward/port_pool.ts";
+import type { AuthFailLimiter } from "./auth_fail_limiter.ts";
 import {
   type ControlReply,
   encodeReply,
+  type ForwardRequest,
   JsonObjectScanner,
   parseForwardRequest,
 } from "./control_message.ts";
@@ -50,6 +53,8 @@ export interface ControlServerDeps {
   readonly track: (forwarding: Forwarding, running: Promise<void>) => void;
   /** @default {Deno.connect} */
   readonly connect?: ConnectFunction;
+  /** Limits failed logins (`--auth-fail-limit`). @default {no limit} */
+  readonly authFailures?: AuthFailLimiter;
 }
 
 /** A running control server. */
@@ -247,14 +252,7 @@ export async function handleControlConnection(
       return;
     }
     const request = parseForwardRequest(text);
-    // The crypt always runs, for unknown users too, and the reason never
-    // says which of user or password was wrong (DESIGN §3).
-    if (!deps.users().verify(request.authUser, request.authPassword)) {
-      logger.warn(
-        `Authentication failed for control user "${request.authUser}" from ${control.remoteAddress}`,
-      );
-      throw new RefusalError("authentication failed");
-    }
+    await raceDeadline(phase.signal, authenticate(request, control.remoteAddress, deps, logger));
     logger.info(
       `Request by "${request.authUser}": ${request.type} (client req'd: ${request.sourcePort}) -> ` +
         formatHostPort(request.destinationAddress, request.destinationPort),
@@ -289,6 +287,53 @@ export async function handleControlConnection(
     return;
   }
   deps.track(forwarding, forwarding.run());
+}
+
+/**
+ * Checks the control user's password, or throws the refusal to send back.
+ * A recently verified password passes on this thread; otherwise the
+ * failed-login limits are charged, then the crypt runs in the worker pool,
+ * for unknown users too (so they cost what a wrong password costs), and
+ * the reason never says which of user or password was wrong.
+ *
+ * @throws {RefusalError} `authentication failed` (wrong, unknown or over
+ * the limit) or `server busy` (the crypt queue is full).
+ */
+async function authenticate(
+  request: ForwardRequest,
+  remoteAddress: string,
+  deps: ControlServerDeps,
+  logger: Logger,
+): Promise<void> {
+  const users = deps.users();
+  const { authUser: user, authPassword: password } = request;
+  if (users.verifyCached(user, password)) return;
+  // The port is dropped: one host's connections share their limit.
+  const address = remoteAddress.slice(0, remoteAddress.lastIndexOf(":"));
+  const limited = deps.authFailures?.take(address, user);
+  if (limited !== undefined) {
+    logger.warn(
+      `Authentication failed for control user "${user}" from ${remoteAddress}: ` +
+        `too many failed logins for this ${limited}, password not checked`,
+    );
+    throw new RefusalError("authentication failed");
+  }
+  let ok: boolean;
+  try {
+    ok = await users.verify(user, password);
+  } catch (error) {
+    // No check happened: that is no failed login.
+    deps.authFailures?.giveBack(address, user);
+    if (!(error instanceof CryptBusyError)) throw error;
+    logger.warn(`Too many password checks waiting, refusing ${remoteAddress}`);
+    throw new RefusalError("server busy", { cause: error });
+  }
+  if (ok) {
+    deps.authFailures?.giveBack(address, user);
+    return;
+  }
+  logger.warn(`Authentication failed for control user "${user}" from ${remoteAddress}`);
+  throw new RefusalError("authentication failed");
 }
 
 /** How long a control client may take to accept its reply. */

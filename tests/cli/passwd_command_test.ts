@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { UserDb } from "../../src/auth/users_file.ts";
+import { UserDb } from "../../src/auth/user_db.ts";
 import {
   type PasswdIo,
   runLegacyPasswdCommand,
@@ -86,8 +86,8 @@ Deno.test("passwd add creates a 0600 file that UserDb accepts, prompting twice",
     assert.ok(text.startsWith("alice:") && text.endsWith("\n"));
     assert.equal((await Deno.stat(file)).mode! & 0o777, 0o600);
     const db = await UserDb.load(file);
-    assert.equal(db.verify("alice", "hunter2"), true);
-    assert.equal(db.verify("alice", "hunter3"), false);
+    assert.equal(await db.verify("alice", "hunter2"), true);
+    assert.equal(await db.verify("alice", "hunter3"), false);
     assert.deepEqual(await listDir(dir), ["users"]);
   });
 });
@@ -112,9 +112,9 @@ Deno.test("passwd add replaces a user in place and keeps other lines", async () 
     assert.match(lines[2]!, NEW_LINE);
     assert.ok(lines[2]!.startsWith("alice:"));
     const db = await UserDb.load(file);
-    assert.equal(db.verify("alice", "hunter2"), true);
-    assert.equal(db.verify("alice", "secret"), false);
-    assert.equal(db.verify("bob", "secret"), true);
+    assert.equal(await db.verify("alice", "hunter2"), true);
+    assert.equal(await db.verify("alice", "secret"), false);
+    assert.equal(await db.verify("bob", "secret"), true);
     assertNoSecrets(t, "hunter2");
   });
 });
@@ -147,7 +147,7 @@ Deno.test("passwd add --password-stdin takes the first line of stdin", async () 
       );
       assert.deepEqual(t.prompts, []);
       const db = await UserDb.load(file);
-      assert.equal(db.verify("alice", "s3cret"), true, JSON.stringify(stdin));
+      assert.equal(await db.verify("alice", "s3cret"), true, JSON.stringify(stdin));
     }
   });
 });
@@ -368,8 +368,8 @@ Deno.test("vncauthproxy-passwd adds, updates and deletes with snf's flags", asyn
     assert.deepEqual(add.prompts, ["Password: ", "Retype password: "]);
     assert.equal((await Deno.stat(file)).mode! & 0o777, 0o640);
     let db = await UserDb.load(file);
-    assert.equal(db.verify("alice", "hunter2"), true);
-    assert.equal(db.verify("bob", "secret"), true);
+    assert.equal(await db.verify("alice", "hunter2"), true);
+    assert.equal(await db.verify("bob", "secret"), true);
 
     const update = fakeTerminal();
     assert.equal(
@@ -377,7 +377,7 @@ Deno.test("vncauthproxy-passwd adds, updates and deletes with snf's flags", asyn
       0,
     );
     db = await UserDb.load(file);
-    assert.equal(db.verify("alice", "pw2"), true);
+    assert.equal(await db.verify("alice", "pw2"), true);
     assert.deepEqual(db.users(), ["bob", "alice"]);
 
     const dry = fakeTerminal();
