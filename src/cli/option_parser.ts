@@ -25,6 +25,12 @@ export interface OptionSpec {
   readonly metavar?: string;
   /** One line of help. */
   readonly help: string;
+  /**
+   * An option of the original command (snf-vncauthproxy): a prefix that
+   * named it there still names it, even where a newer option shares the
+   * prefix (`--max` is `--max-port`, not `--max-session-time`).
+   */
+  readonly legacy?: boolean;
 }
 
 /** A parsed option value. */
@@ -109,6 +115,8 @@ function matchLong(specs: readonly OptionSpec[], name: string): OptionSpec {
   if (exact !== undefined) return exact;
   const candidates = name === "" ? [] : specs.filter((s) => s.long.startsWith(name));
   if (candidates.length === 1) return candidates[0]!;
+  const legacy = candidates.filter((s) => s.legacy);
+  if (legacy.length === 1) return legacy[0]!;
   if (candidates.length === 0) {
     throw new UsageError(`no such option: --${name}`);
   }

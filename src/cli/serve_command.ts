@@ -15,8 +15,8 @@ import type { CliIo } from "./run_cli.ts";
 
 const d = DEFAULT_CONFIG;
 
-/** The daemon's options, in snf's order, then ours. */
-export const SERVE_OPTIONS: readonly OptionSpec[] = [
+/** snf-vncauthproxy's options, in its order: their old prefixes keep working. */
+const SNF_OPTIONS: readonly OptionSpec[] = [
   { long: "help", short: "h", kind: "flag", help: "show this help and exit" },
   { long: "debug", short: "d", kind: "flag", help: "log debug messages" },
   {
@@ -96,6 +96,11 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     metavar: "PROXY_LISTEN_ADDRESS",
     help: `address of the forwarded ports, * for all IPv4 and IPv6 [${d.proxyListenAddress}]`,
   },
+];
+
+/** The daemon's options: snf's, then ours. */
+export const SERVE_OPTIONS: readonly OptionSpec[] = [
+  ...SNF_OPTIONS.map((spec) => ({ ...spec, legacy: true })),
   {
     long: "allow-exclusive",
     kind: "flag",

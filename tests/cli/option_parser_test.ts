@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { type OptionSpec, parseOptions } from "../../src/cli/option_parser.ts";
 import { UsageError } from "../../src/errors.ts";
+import { SERVE_OPTIONS } from "../../src/cli/serve_command.ts";
 
 const SPECS: OptionSpec[] = [
   { long: "debug", short: "d", kind: "flag", help: "" },
@@ -61,4 +62,39 @@ Deno.test("parseOptions() throws UsageError on unknown, ambiguous, missing and m
   ) {
     assert.throws(() => parseOptions(SPECS, args), UsageError, args.join(" "));
   }
+});
+
+Deno.test("the daemon keeps every long-option prefix snf's optparse accepted, whatever options came since", () => {
+  // The prefixes optparse accepted with snf's option set (checked against
+  // optparse itself): each still names the same option.
+  const table: [string, string][] = [
+    ["--pid", "pid-file"],
+    ["--proxy", "proxy-listen-address"],
+    ["--min", "min-port"],
+    ["--max", "max-port"],
+    ["--cert", "cert-file"],
+    ["--key", "key-file"],
+    ["--auth", "auth-file"],
+    ["--auth-f", "auth-file"],
+    ["--server", "server-timeout"],
+    ["--retry", "retry-wait"],
+    ["--lo", "log"],
+    ["--listen-a", "listen-address"],
+    ["--connect-t", "connect-timeout"],
+  ];
+  for (const [prefix, long] of table) {
+    const { values } = parseOptions(SERVE_OPTIONS, [`${prefix}=1`]);
+    assert.deepEqual(Object.keys(values), [long], prefix);
+  }
+  for (const flag of ["--deb", "--enable"]) {
+    assert.equal(Object.keys(parseOptions(SERVE_OPTIONS, [flag]).values).length, 1, flag);
+  }
+  // Ambiguous in snf too, and newer options answer to their own prefixes.
+  for (const args of [["--listen=x"], ["--conn=3"]]) {
+    assert.throws(() => parseOptions(SERVE_OPTIONS, args), UsageError, args.join(" "));
+  }
+  assert.deepEqual(parseOptions(SERVE_OPTIONS, ["--auth-fail=3/s"]).values, {
+    "auth-fail-limit": "3/s",
+  });
+  assert.deepEqual(parseOptions(SERVE_OPTIONS, ["--max-s=5"]).values, { "max-session-time": 5 });
 });
