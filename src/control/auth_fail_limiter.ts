@@ -16,6 +16,8 @@
  * @module
  */
 
+import { unbracketHost } from "../io/duplex.ts";
+
 /** Options of {@linkcode AuthFailLimiter}. */
 export interface AuthFailLimiterOptions {
   /** Failures per second allowed per address and per user; 0 = no limit. */
@@ -47,7 +49,7 @@ const USER_KEY_LENGTH = 64;
  * one address of a /64 can usually use them all.
  */
 export function addressKey(address: string): string {
-  const bare = address.replace(/^\[(.*)\]$/, "$1").replace(/%.*$/, "");
+  const bare = unbracketHost(address).replace(/%.*$/, "");
   if (!bare.includes(":")) return bare;
   const [head = "", tail] = bare.split("::");
   const left = head === "" ? [] : head.split(":");
