@@ -20,14 +20,28 @@ const ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const WEBSOCKET_KEY = /^[A-Za-z0-9+/]{21}[AQgw]==$/;
 /** The one sub-protocol spoken: binary messages carrying raw RFB. */
 const BINARY_PROTOCOL = "binary";
+/** Prefix of a sub-protocol offer that carries a token instead of naming a protocol. */
+const TOKEN_OFFER_PREFIX = "token.";
+/**
+ * A token offer's value: base64url without padding (RFC 4648 §5), whose
+ * characters are all tchar (RFC 9110 §5.6.2), as a sub-protocol must be
+ * (RFC 6455 §4.1); at most 64 characters.
+ */
+const TOKEN_OFFER_VALUE = /^[A-Za-z0-9_-]{1,64}$/;
 
-/** A request head that may upgrade: what the 101 needs. */
+/** A request head that may upgrade: what the 101 needs, and the token offered. */
 export interface UpgradeAccepted {
   readonly upgrade: true;
   /** The client's `Sec-WebSocket-Key`, checked. */
   readonly key: string;
   /** The sub-protocol to answer: `binary` when offered, else none. */
   readonly protocol?: "binary";
+  /**
+   * The value of a sub-protocol offer `token.<value>` (base64url, at most 64
+   * characters), when exactly one such offer came and it is valid. It is a
+   * credential: never answered in the 101, never logged.
+   */
+  readonly tokenOffer?: string;
 }
 
 /** Why a request head may not upgrade, for callers that pick their own answer. */
@@ -76,7 +90,8 @@ export function wantsWebSocket(head: RequestHead): boolean {
  * `Connection: upgrade`, version 13 and a valid key, checked in that order.
  * The sub-protocol offers are parsed once: `binary` is picked when offered,
  * any other offer (or none) still upgrades with no protocol in the answer
- * (snf-vncauthproxy did so).
+ * (snf-vncauthproxy did so), and a `token.<value>` offer is reported as
+ * `tokenOffer` (invalid, or more than one: ignored).
  */
 export function judgeUpgrade(head: RequestHead): UpgradeVerdict {
   const { headers } = head;
@@ -120,10 +135,17 @@ export function judgeUpgrade(head: RequestHead): UpgradeVerdict {
   }
   // Offers match exactly as sent, as a browser matches our answer to its offers.
   const offers = headerTokens(headers.get("sec-websocket-protocol"));
+  const tokenOffers = offers.filter((offer) => offer.startsWith(TOKEN_OFFER_PREFIX))
+    .map((offer) => offer.slice(TOKEN_OFFER_PREFIX.length));
+  // Two token offers are ambiguous: let neither count rather than the order.
+  const tokenOffer = tokenOffers.length === 1 && TOKEN_OFFER_VALUE.test(tokenOffers[0]!)
+    ? tokenOffers[0]
+    : undefined;
   return {
     upgrade: true,
     key,
     ...(offers.includes(BINARY_PROTOCOL) ? { protocol: BINARY_PROTOCOL } : {}),
+    ...(tokenOffer !== undefined ? { tokenOffer } : {}),
   };
 }
 
@@ -135,6 +157,7 @@ export function computeAcceptKey(key: string): string {
 /**
  * Encodes the 101 Switching Protocols for an accepted upgrade (RFC 6455
  * §4.2.2): the accept key, and `Sec-WebSocket-Protocol` only for `binary`.
+ * A token offer is never echoed.
  */
 export function encodeUpgradeResponse(accepted: UpgradeAccepted): Uint8Array {
   return encodeResponseHead(101, [

@@ -117,11 +117,57 @@ Deno.test("wantsWebSocket() is true when Upgrade names websocket, whatever else 
   assert.ok(!wantsWebSocket(upgradeHead({ Upgrade: "websockets" })));
 });
 
+Deno.test("judgeUpgrade() answers binary when offered, reports a token.<value> offer, and the 101 never echoes it", () => {
+  const token = "Ab0_-".repeat(12) + "xyzw"; // 64 characters
+  const table: [string, string[] | undefined, "binary" | undefined, string | undefined][] = [
+    ["no offer", undefined, undefined, undefined],
+    ["binary", ["binary"], "binary", undefined],
+    ["binary among others", ["base64, binary"], "binary", undefined],
+    ["another protocol only", ["base64"], undefined, undefined],
+    ["near misses of binary", ["binaryx, bin, Binary"], undefined, undefined],
+    ["binary and a token", ["binary, token.abc"], "binary", "abc"],
+    ["a token and binary", ["token.abc, binary"], "binary", "abc"],
+    ["a token alone", ["token.abc"], undefined, "abc"],
+    ["in two header lines", ["binary", "token.abc"], "binary", "abc"],
+    ["every base64url character, 64 of them", [`binary, token.${token}`], "binary", token],
+    ["65 characters", [`binary, token.${token}x`], "binary", undefined],
+    ["an empty value", ["binary, token."], "binary", undefined],
+    ["base64 '+' and '/'", ["binary, token.a+b/c"], "binary", undefined],
+    ["padding", ["binary, token.abc="], "binary", undefined],
+    ["a dot in the value", ["binary, token.abc.def"], "binary", undefined],
+    ["another case of the prefix", ["binary, Token.abc"], "binary", undefined],
+    ["two tokens", ["binary, token.abc, token.def"], "binary", undefined],
+    ["two tokens, one invalid", ["token.abc, token.a=b"], undefined, undefined],
+    ["the prefix without its dot", ["tokenabc"], undefined, undefined],
+  ];
+  for (const [name, offers, protocol, tokenOffer] of table) {
+    const head = parseRequestHead(encoder.encode(
+      "GET /websockify HTTP/1.1\r\n" +
+        Object.entries(UPGRADE_HEADERS).map(([n, v]) => `${n}: ${v}\r\n`).join("") +
+        (offers ?? []).map((offer) => `Sec-WebSocket-Protocol: ${offer}\r\n`).join("") +
+        "\r\n",
+    ));
+    const verdict = judgeUpgrade(head);
+    assert.ok(verdict.upgrade, name);
+    assert.equal(verdict.protocol, protocol, name);
+    assert.equal(verdict.tokenOffer, tokenOffer, name);
+    const response = decoder.decode(encodeUpgradeResponse(verdict));
+    assert.equal(
+      response.includes("Sec-WebSocket-Protocol: binary\r\n"),
+      protocol === "binary",
+      name,
+    );
+    assert.equal(response.match(/Sec-WebSocket-Protocol/g)?.length ?? 0, protocol ? 1 : 0, name);
+    assert.ok(!response.includes("token"), `${name}: the token went back`);
+  }
+});
+
 Deno.test("encodeUpgradeResponse() writes the 101 of RFC 6455 §4.2.2", () => {
   const accepted: UpgradeAccepted = {
     upgrade: true,
     key: KEY,
     protocol: "binary",
+    tokenOffer: "x",
   };
   assert.equal(
     decoder.decode(encodeUpgradeResponse(accepted)),
