@@ -1,18 +1,18 @@
 /**
- * The one-shot listener of `vnc-ws` and `vnc-wss` forwardings, with our own
- * RFC 6455 opening handshake over `Deno.listen` / `Deno.listenTls`: it
- * upgrades one WebSocket on any path and hands it out as a
- * {@linkcode WebSocketDuplex} (DESIGN §5, peers.md §1.10).
+ * The one-shot listener of `vnc-ws` and `vnc-wss` forwardings over
+ * `Deno.listen` / `Deno.listenTls`: it upgrades one WebSocket on any path
+ * (the opening handshake is `../http/websocket_upgrade.ts`) and hands it out
+ * as a {@linkcode WebSocketDuplex}, as snf-vncauthproxy's `vnc-ws` did.
  *
  * Every connection is handled on its own, each with a deadline for its
  * request head, so neither an idle TCP connection nor a slow one delays the
- * viewer (snf-vncauthproxy serialized them, peers.md W16), and neither
- * lives longer than `handshakeTimeoutMs`. At most `maxPendingHandshakes`
- * are in their handshake at once; at the cap the one idle longest is
- * dropped for the newcomer, so a flood of idle connections from the
- * viewer's own address cannot lock the viewer out. The upgraded socket is
- * ours, not an HTTP server's, so the port closes the moment the first
- * viewer wins (DESIGN §4.5) without cutting the winner.
+ * viewer (snf-vncauthproxy served them one at a time), and neither lives
+ * longer than `handshakeTimeoutMs`. At most `maxPendingHandshakes` are in
+ * their handshake at once; at the cap the one idle longest is dropped for
+ * the newcomer, so a flood of idle connections from the viewer's own
+ * address cannot lock the viewer out. The upgraded socket is ours, not an
+ * HTTP server's, so the port closes the moment the first viewer wins (a
+ * one-time console admits one viewer) without cutting the winner.
  *
  * @module
  */
@@ -23,16 +23,17 @@ import { startDeadline, withDeadline } from "../io/deadline.ts";
 import { acceptWithBackoff } from "../io/accept_with_backoff.ts";
 import { type ConnectionSlot, ConnectionSlots } from "../io/connection_slots.ts";
 import { bindAll } from "../io/listen_addresses.ts";
+import { CLOSE_CODE } from "../io/websocket_frames.ts";
+import type { WebSocketDuplex } from "../io/websocket_duplex.ts";
+import { encodeErrorResponse, linger, type ResponseHeader } from "../http/http_response.ts";
 import {
-  CLOSE_CODE,
-  computeAcceptKey,
   DEFAULT_MAX_HEAD_BYTES,
-  findHeadEnd,
-  headerTokens,
   parseRequestHead,
+  pathForLog,
+  readRequestHead,
   type RequestHead,
-} from "../io/websocket_frames.ts";
-import { WebSocketDuplex } from "../io/websocket_duplex.ts";
+} from "../http/request_head.ts";
+import { acceptUpgrade, judgeUpgrade, type UpgradeAccepted } from "../http/websocket_upgrade.ts";
 import type { Logger } from "../log.ts";
 import type { ClientListener } from "./client_listener.ts";
 
@@ -64,25 +65,7 @@ export interface WebSocketListenerOptions {
 const NOT_WEBSOCKET = "This port serves one VNC WebSocket console\n";
 const SECOND_CLIENT_REASON = "Only a single connection allowed";
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
-/** RFC 6455 §4.2.1: the key is 16 random bytes in base64. */
-const WEBSOCKET_KEY = /^[A-Za-z0-9+/]{21}[AQgw]==$/;
-/** Longest request path put in a log line. */
-const MAX_LOGGED_PATH = 100;
-/** After an error response, how long to read what the client still sends. */
-const LINGER_MS = 1_000;
-/** ...and how much of it. */
-const MAX_LINGER_BYTES = 64 * 1024;
 const DEFAULT_MAX_PENDING_HANDSHAKES = 64;
-
-const STATUS_TEXT: Record<number, string> = {
-  400: "Bad Request",
-  405: "Method Not Allowed",
-  426: "Upgrade Required",
-  431: "Request Header Fields Too Large",
-  505: "HTTP Version Not Supported",
-};
-
-const encoder = new TextEncoder();
 
 /**
  * Opens a WebSocket listener (TLS with `options.tls`) on every address of
@@ -112,16 +95,14 @@ export async function openWebSocketListener(
   return new WebSocketListener(listeners, options);
 }
 
-/** What the validation of a request head decided. */
-type Verdict =
-  | { readonly upgrade: true; readonly key: string; readonly protocol?: string }
-  | {
-    readonly upgrade: false;
-    readonly status: number;
-    readonly why: string;
-    readonly body?: string;
-    readonly headers?: readonly [string, string][];
-  };
+/** The answer to a request head that does not upgrade, and why (for the log line). */
+interface Refusal {
+  readonly upgrade: false;
+  readonly status: number;
+  readonly why: string;
+  readonly body?: string;
+  readonly headers?: readonly ResponseHeader[];
+}
 
 class WebSocketListener implements ClientListener {
   readonly #listeners: Deno.Listener[];
@@ -296,160 +277,50 @@ class WebSocketListener implements ClientListener {
   ): Promise<WebSocketDuplex | undefined> {
     const { signal, slot } = phase;
     const remote = duplex.remoteAddress;
-    const bytes = await this.#readHead(duplex, slot);
-    let verdict: Verdict;
-    let head: RequestHead | undefined;
-    if (typeof bytes === "number") {
-      verdict = bytes === 431
-        ? { upgrade: false, status: 431, why: "request head too long" }
-        : { upgrade: false, status: 400, why: "data after the request head" };
-    } else {
-      try {
-        head = parseRequestHead(bytes, { maxBytes: this.#maxHeaderBytes });
-        verdict = judge(head);
-      } catch (error) {
-        verdict = { upgrade: false, status: 400, why: describeError(error) };
-      }
-    }
+    const bytes = await readRequestHead(duplex, { maxBytes: this.#maxHeaderBytes, slot });
+    const { head, verdict } = judge(bytes, this.#maxHeaderBytes);
     if (!verdict.upgrade) {
       this.#logger.debug(
         `Refused an HTTP request from ${remote}: ${verdict.status} (${verdict.why})`,
       );
-      await duplex.write(errorResponse(verdict, head?.method === "HEAD"));
-      await linger(conn, duplex, signal);
+      await duplex.write(encodeErrorResponse(verdict.status, {
+        headers: verdict.headers,
+        body: verdict.body,
+        method: head?.method,
+      }));
+      await linger(conn, duplex, { signal });
       return undefined;
     }
-    this.#logger.debug(`WebSocket upgrade from ${remote} on path ${logPath(head!.target)}`);
+    this.#logger.debug(`WebSocket upgrade from ${remote} on path ${pathForLog(head!.target)}`);
     // The request is in: this one is no longer a candidate for eviction.
     slot.complete();
-    const lines = [
-      "HTTP/1.1 101 Switching Protocols",
-      "Upgrade: websocket",
-      "Connection: Upgrade",
-      `Sec-WebSocket-Accept: ${computeAcceptKey(verdict.key)}`,
-      ...(verdict.protocol ? [`Sec-WebSocket-Protocol: ${verdict.protocol}`] : []),
-    ];
-    await duplex.write(encoder.encode(`${lines.join("\r\n")}\r\n\r\n`));
-    return new WebSocketDuplex(duplex, { pingIntervalMs: this.#pingIntervalMs });
+    return await acceptUpgrade(duplex, verdict, { pingIntervalMs: this.#pingIntervalMs });
   }
-
-  /**
-   * Reads up to the blank line ending the request head, within
-   * `maxHeaderBytes`; 431 when it does not fit, 400 when bytes follow it
-   * (RFC 6455 §4.1: a client sends nothing more before the 101). Every
-   * read touches `slot`: a client still sending is not the idle one.
-   */
-  async #readHead(duplex: Duplex, slot: ConnectionSlot): Promise<Uint8Array | 400 | 431> {
-    const buffer = new Uint8Array(this.#maxHeaderBytes);
-    let filled = 0;
-    while (filled < buffer.length) {
-      const n = await duplex.read(buffer.subarray(filled));
-      slot.touch();
-      if (n === null) throw new Error("Connection closed before a complete request head");
-      const end = findHeadEnd(buffer.subarray(0, filled + n), filled);
-      filled += n;
-      if (end >= 0) return end === filled ? buffer.subarray(0, end) : 400;
-    }
-    return 431;
-  }
-}
-
-/** Decides what to answer a well-formed request head (RFC 6455 §4.2.1). */
-function judge(head: RequestHead): Verdict {
-  const { headers } = head;
-  if (head.method !== "GET") {
-    return {
-      upgrade: false,
-      status: 405,
-      why: `method ${head.method}`,
-      body: NOT_WEBSOCKET,
-      headers: [["Allow", "GET"]],
-    };
-  }
-  if (head.version !== "HTTP/1.1") {
-    return head.version.startsWith("HTTP/1.")
-      ? { upgrade: false, status: 400, why: `${head.version} request` }
-      : { upgrade: false, status: 505, why: `${head.version} request` };
-  }
-  const upgrade = headerTokens(headers.get("upgrade")).map((token) => token.toLowerCase());
-  if (!upgrade.includes("websocket")) {
-    return { upgrade: false, status: 400, why: "not a WebSocket upgrade", body: NOT_WEBSOCKET };
-  }
-  const connection = headerTokens(headers.get("connection")).map((token) => token.toLowerCase());
-  if (!connection.includes("upgrade")) {
-    return { upgrade: false, status: 400, why: "no Connection: upgrade" };
-  }
-  if (headers.get("sec-websocket-version") !== "13") {
-    // RFC 6455 §4.4: name the version this server speaks.
-    return {
-      upgrade: false,
-      status: 426,
-      why: "unsupported WebSocket version",
-      headers: [["Upgrade", "websocket"], ["Sec-WebSocket-Version", "13"]],
-    };
-  }
-  const key = headers.get("sec-websocket-key") ?? "";
-  if (!WEBSOCKET_KEY.test(key)) return { upgrade: false, status: 400, why: "bad WebSocket key" };
-  // Only "binary" is spoken; any other offer (or none) still connects, with
-  // no Sec-WebSocket-Protocol in the answer (snf-vncauthproxy did so).
-  const offersBinary = headerTokens(headers.get("sec-websocket-protocol")).includes("binary");
-  return offersBinary ? { upgrade: true, key, protocol: "binary" } : { upgrade: true, key };
-}
-
-/** An HTTP/1.1 error response that closes the connection. */
-function errorResponse(
-  verdict: Extract<Verdict, { upgrade: false }>,
-  isHead: boolean,
-): Uint8Array {
-  const body = encoder.encode(verdict.body ?? `${STATUS_TEXT[verdict.status]}\n`);
-  const lines = [
-    `HTTP/1.1 ${verdict.status} ${STATUS_TEXT[verdict.status]}`,
-    "Content-Type: text/plain; charset=utf-8",
-    `Content-Length: ${body.length}`,
-    "Connection: close",
-    ...(verdict.headers ?? []).map(([name, value]) => `${name}: ${value}`),
-  ];
-  const head = encoder.encode(`${lines.join("\r\n")}\r\n\r\n`);
-  if (isHead) return head;
-  const response = new Uint8Array(head.length + body.length);
-  response.set(head);
-  response.set(body, head.length);
-  return response;
 }
 
 /**
- * After an error response: stop writing, then read (and drop) what the
- * client still sends for a short while, so closing with unread input does
- * not reset the connection before the client has read the response.
+ * Decides what to answer what {@linkcode readRequestHead} returned: the
+ * upgrade, or a refusal whose body tells a plain HTTP client what this port
+ * is for.
  */
-async function linger(conn: Deno.Conn, duplex: Duplex, signal: AbortSignal): Promise<void> {
+function judge(
+  bytes: Uint8Array | 400 | 431,
+  maxBytes: number,
+): { head?: RequestHead; verdict: UpgradeAccepted | Refusal } {
+  if (bytes === 431) {
+    return { verdict: { upgrade: false, status: 431, why: "request head too long" } };
+  }
+  if (bytes === 400) {
+    return { verdict: { upgrade: false, status: 400, why: "data after the request head" } };
+  }
+  let head: RequestHead;
   try {
-    await conn.closeWrite();
-    using phase = startDeadline(LINGER_MS, signal);
-    await withDeadline(duplex, phase.signal, async () => {
-      const sink = new Uint8Array(4096);
-      let total = 0;
-      while (total < MAX_LINGER_BYTES) {
-        const n = await duplex.read(sink);
-        if (n === null) return;
-        total += n;
-      }
-    });
-  } catch {
-    // The response is out; whatever happens now, the connection closes.
+    head = parseRequestHead(bytes, { maxBytes });
+  } catch (error) {
+    return { verdict: { upgrade: false, status: 400, why: describeError(error) } };
   }
-}
-
-/** The request path for a log line: never the query, which may hold a token. */
-function logPath(target: string): string {
-  let path = target;
-  if (!path.startsWith("/")) {
-    try {
-      path = new URL(path).pathname;
-    } catch {
-      path = "(unparsed target)";
-    }
-  }
-  path = path.split(/[?#]/, 1)[0]!;
-  return path.length > MAX_LOGGED_PATH ? `${path.slice(0, MAX_LOGGED_PATH)}...` : path;
+  const verdict = judgeUpgrade(head);
+  if (verdict.upgrade) return { head, verdict };
+  const notWebSocket = verdict.refusal === "method" || verdict.refusal === "not-websocket";
+  return { head, verdict: notWebSocket ? { ...verdict, body: NOT_WEBSOCKET } : verdict };
 }

@@ -1,14 +1,11 @@
 /**
- * The WebSocket wire format, server side (RFC 6455), with no I/O: frame
- * headers out and in, unmasking, the opening handshake's accept key, and a
- * strict HTTP/1.1 request-head parser for the upgrade request. The transport
- * (`websocket_duplex.ts`) and the listener
- * (`../forward/websocket_listener.ts`) do the reading and writing.
+ * The WebSocket frame codec, server side (RFC 6455 §5), with no I/O: frame
+ * headers out and in, and unmasking. The transport (`websocket_duplex.ts`)
+ * does the reading and writing; the opening handshake before the first
+ * frame is `../http/websocket_upgrade.ts`.
  *
  * @module
  */
-
-import { createHash } from "node:crypto";
 
 /** RFC 6455 §5.2 opcodes. */
 export const OPCODE = Object.freeze({
@@ -33,8 +30,6 @@ export const CLOSE_CODE = Object.freeze({
 export const MAX_FRAME_HEADER_LENGTH = 14;
 /** RFC 6455 §5.5: control frame payloads are at most 125 bytes. */
 export const MAX_CONTROL_PAYLOAD = 125;
-/** RFC 6455 §1.3: appended to the client's key before hashing. */
-const ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /**
  * A violation of RFC 6455 by the peer, with the close code to answer it
@@ -224,115 +219,4 @@ export function unmask(data: Uint8Array, maskKey: Uint8Array, offset = 0): void 
     i += words * 4;
   }
   for (; i < length; i++) data[i]! ^= maskKey[(offset + i) & 3]!;
-}
-
-/** RFC 6455 §4.2.2: the `Sec-WebSocket-Accept` value for a client's key. */
-export function computeAcceptKey(key: string): string {
-  return createHash("sha1").update(key + ACCEPT_GUID).digest("base64");
-}
-
-/** A parsed HTTP/1.1 request head. */
-export interface RequestHead {
-  /** Method, e.g. `GET` (case-sensitive, RFC 9110 §9.1). */
-  readonly method: string;
-  /** Request target as sent: path and query, or an absolute URI. */
-  readonly target: string;
-  /** Version, e.g. `HTTP/1.1`. */
-  readonly version: string;
-  /** Headers by lower-case name; repeated ones joined with ", " (RFC 9110 §5.3). */
-  readonly headers: ReadonlyMap<string, string>;
-}
-
-/** Default bound on a request head, terminating blank line included. */
-export const DEFAULT_MAX_HEAD_BYTES = 8192;
-/** Header lines accepted in one request head. */
-const MAX_HEADER_LINES = 100;
-/** RFC 9110 §5.6.2: token characters. */
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-/** Request target: visible ASCII, no spaces (RFC 9112 §3.2). */
-const TARGET = /^[\x21-\x7e]+$/;
-/** RFC 9112 §2.3. */
-const VERSION = /^HTTP\/[0-9]\.[0-9]$/;
-/** RFC 9110 §5.5: field-vchar, obs-text, SP and HTAB; no other controls. */
-const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
-
-/**
- * Index just past the `\r\n\r\n` ending a request head in `bytes`, or -1.
- * `from` lets a caller that reads in pieces skip what it already searched.
- */
-export function findHeadEnd(bytes: Uint8Array, from = 0): number {
-  for (let i = Math.max(0, from - 3); i + 3 < bytes.length; i++) {
-    if (
-      bytes[i] === 0x0d && bytes[i + 1] === 0x0a && bytes[i + 2] === 0x0d &&
-      bytes[i + 3] === 0x0a
-    ) {
-      return i + 4;
-    }
-  }
-  return -1;
-}
-
-/**
- * Parses an HTTP/1.1 request head: the request line and header lines up to
- * and including the blank line (RFC 9112 §2-§5), strictly. Bytes are read as
- * Latin-1, so any octet maps to one character.
- *
- * @throws {SyntaxError} on a malformed request line, a bare LF, obs-fold, a
- * header without a colon or with a non-token name or whitespace before the
- * colon, control characters in a value, more than `maxBytes` bytes, or a
- * missing final blank line.
- */
-export function parseRequestHead(
-  bytes: Uint8Array,
-  options: { maxBytes?: number } = {},
-): RequestHead {
-  const maxBytes = options.maxBytes ?? DEFAULT_MAX_HEAD_BYTES;
-  if (bytes.length > maxBytes) throw new SyntaxError("Request head is too long");
-  const text = latin1(bytes);
-  if (!text.endsWith("\r\n\r\n")) throw new SyntaxError("Request head is incomplete");
-  const lines = text.slice(0, -4).split("\r\n");
-  // A lone LF or CR anywhere is not a line ending we accept (RFC 9112 §2.2
-  // allows tolerating a bare LF; being strict keeps parsers in agreement).
-  if (lines.some((line) => line.includes("\n") || line.includes("\r"))) {
-    throw new SyntaxError("Bare CR or LF in request head");
-  }
-  const requestLine = lines[0]!.split(" ");
-  if (requestLine.length !== 3) throw new SyntaxError("Malformed request line");
-  const [method, target, version] = requestLine as [string, string, string];
-  if (!TOKEN.test(method)) throw new SyntaxError("Malformed request method");
-  if (!TARGET.test(target)) throw new SyntaxError("Malformed request target");
-  if (!VERSION.test(version)) throw new SyntaxError("Malformed HTTP version");
-  if (lines.length - 1 > MAX_HEADER_LINES) throw new SyntaxError("Too many header lines");
-  const headers = new Map<string, string>();
-  for (const line of lines.slice(1)) {
-    // RFC 9112 §5.2: obs-fold is rejected in requests.
-    if (line.startsWith(" ") || line.startsWith("\t")) {
-      throw new SyntaxError("Obsolete line folding in request head");
-    }
-    const colon = line.indexOf(":");
-    if (colon < 0) throw new SyntaxError("Header line without a colon");
-    const name = line.slice(0, colon);
-    // RFC 9112 §5.1: no whitespace between the name and the colon.
-    if (!TOKEN.test(name)) throw new SyntaxError("Malformed header name");
-    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
-    if (!FIELD_VALUE.test(value)) throw new SyntaxError("Control character in header value");
-    const key = name.toLowerCase();
-    const previous = headers.get(key);
-    headers.set(key, previous === undefined ? value : `${previous}, ${value}`);
-  }
-  return { method, target, version, headers };
-}
-
-/** The comma-separated elements of a header value, trimmed, empty ones dropped. */
-export function headerTokens(value: string | undefined): string[] {
-  if (value === undefined) return [];
-  return value.split(",").map((token) => token.trim()).filter((token) => token !== "");
-}
-
-function latin1(bytes: Uint8Array): string {
-  let text = "";
-  for (let i = 0; i < bytes.length; i += 4096) {
-    text += String.fromCharCode(...bytes.subarray(i, i + 4096));
-  }
-  return text;
 }

@@ -162,6 +162,9 @@ Deno.test("openWebSocketListener() picks sub-protocol binary when offered and ac
     ["base64, binary", "binary"],
     ["base64", null],
     ["binaryx, bin", null],
+    // A token offer (for the gateway) is never echoed back.
+    ["binary, token.abc", "binary"],
+    ["token.abc", null],
   ];
   for (const [offer, answer] of table) {
     await t.step(`offer ${JSON.stringify(offer)}`, async () => {

@@ -1,20 +1,14 @@
 import assert from "node:assert/strict";
 import {
   clientFrameHeaderLength,
-  computeAcceptKey,
   encodeServerFrame,
   encodeServerFrameHeader,
-  findHeadEnd,
-  headerTokens,
   OPCODE,
   parseClientFrameHeader,
-  parseRequestHead,
   unmask,
   WebSocketProtocolError,
 } from "../../src/io/websocket_frames.ts";
 import { encodeFrame } from "../_util/raw_websocket.ts";
-
-const encoder = new TextEncoder();
 
 Deno.test("encodeServerFrameHeader() uses the shortest length form (RFC 6455 §5.2)", () => {
   const table: [number, number[]][] = [
@@ -125,79 +119,6 @@ Deno.test("unmask() gives the same bytes whatever the pieces and their alignment
   }
 });
 
-Deno.test("computeAcceptKey() matches RFC 6455 §1.3", () => {
-  // The RFC's own example (§1.3, §4.2.2); `openssl sha1 -binary | base64` agrees.
-  assert.equal(computeAcceptKey("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-});
-
-Deno.test("findHeadEnd() finds the blank line, also when searching from a later offset", () => {
-  const bytes = encoder.encode("GET / HTTP/1.1\r\nA: b\r\n\r\nrest");
-  assert.equal(findHeadEnd(bytes), 24);
-  assert.equal(findHeadEnd(bytes, 22), 24);
-  assert.equal(findHeadEnd(bytes.subarray(0, 23)), -1);
-});
-
-Deno.test("parseRequestHead() parses a request line and headers", () => {
-  const head = parseRequestHead(latin1(
-    "GET /websockify?token=x HTTP/1.1\r\n" +
-      "Host: example.org:443\r\n" +
-      "Upgrade:websocket\r\n" +
-      "Connection: keep-alive, Upgrade  \r\n" +
-      "Sec-WebSocket-Protocol: binary\r\n" +
-      "sec-websocket-protocol: base64\r\n" +
-      "X-Empty:\r\n" +
-      "X-Latin1: caf\xe9\r\n" +
-      "\r\n",
-  ));
-  assert.equal(head.method, "GET");
-  assert.equal(head.target, "/websockify?token=x");
-  assert.equal(head.version, "HTTP/1.1");
-  assert.equal(head.headers.get("host"), "example.org:443");
-  assert.equal(head.headers.get("upgrade"), "websocket");
-  assert.equal(head.headers.get("connection"), "keep-alive, Upgrade");
-  assert.equal(head.headers.get("sec-websocket-protocol"), "binary, base64");
-  assert.equal(head.headers.get("x-empty"), "");
-  assert.equal(head.headers.get("x-latin1"), "caf\xe9");
-  assert.deepStrictEqual(headerTokens(head.headers.get("connection")), ["keep-alive", "Upgrade"]);
-  assert.deepStrictEqual(headerTokens(" a, ,b ,"), ["a", "b"]);
-  assert.deepStrictEqual(headerTokens(undefined), []);
-});
-
-Deno.test("parseRequestHead() throws SyntaxError on anything malformed", () => {
-  const ok = "Host: x\r\n\r\n";
-  const table: [string, string][] = [
-    ["an empty head", "\r\n\r\n"],
-    ["no blank line", "GET / HTTP/1.1\r\nHost: x\r\n"],
-    ["a two-part request line", `GET /\r\n${ok}`],
-    ["double spaces in the request line", `GET  / HTTP/1.1\r\n${ok}`],
-    ["a trailing space in the request line", `GET / HTTP/1.1 \r\n${ok}`],
-    ["a non-token method", `G(T / HTTP/1.1\r\n${ok}`],
-    ["a bad version", `GET / HTTP/1\r\n${ok}`],
-    ["a lower-case version", `GET / http/1.1\r\n${ok}`],
-    ["a control character in the target", `GET /\x01 HTTP/1.1\r\n${ok}`],
-    ["a bare LF", `GET / HTTP/1.1\nHost: x\r\n\r\n`],
-    ["a bare CR", `GET / HTTP/1.1\r\nHost: x\ry\r\n\r\n`],
-    ["obs-fold", `GET / HTTP/1.1\r\nHost: x\r\n  y\r\n\r\n`],
-    ["a header without a colon", `GET / HTTP/1.1\r\nHost x\r\n\r\n`],
-    ["whitespace before the colon", `GET / HTTP/1.1\r\nHost : x\r\n\r\n`],
-    ["an empty header name", `GET / HTTP/1.1\r\n: x\r\n\r\n`],
-    ["a non-token header name", `GET / HTTP/1.1\r\nHo(st: x\r\n\r\n`],
-    ["a NUL in a value", `GET / HTTP/1.1\r\nHost: x\x00y\r\n\r\n`],
-    ["too many headers", `GET / HTTP/1.1\r\n${"A: b\r\n".repeat(101)}\r\n`],
-  ];
-  for (const [name, text] of table) {
-    assert.throws(() => parseRequestHead(latin1(text)), SyntaxError, name);
-  }
-  const long = encoder.encode(`GET / HTTP/1.1\r\nX: ${"a".repeat(100)}\r\n\r\n`);
-  assert.throws(() => parseRequestHead(long, { maxBytes: 100 }), SyntaxError);
-  assert.equal(parseRequestHead(long, { maxBytes: long.length }).headers.get("x")?.length, 100);
-});
-
 function u32(value: number): number[] {
   return [value >>> 24, (value >>> 16) & 0xff, (value >>> 8) & 0xff, value & 0xff];
-}
-
-/** One byte per character, as a client sending Latin-1 would. */
-function latin1(text: string): Uint8Array {
-  return Uint8Array.from(text, (char) => char.charCodeAt(0));
 }
