@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { newChallenge, verifyVncAuthResponse, vncAuthResponse } from "../../src/rfb/vnc_auth.ts";
+import {
+  newChallenge,
+  verifyVncAuthResponse,
+  VncAuthKey,
+  vncAuthResponse,
+} from "../../src/rfb/vnc_auth.ts";
 
 const CHALLENGE = Uint8Array.from({ length: 16 }, (_, i) => i);
 const hex = (bytes: Uint8Array) => [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
@@ -32,4 +37,46 @@ Deno.test("newChallenge() returns 16 fresh random bytes", () => {
   const b = newChallenge();
   assert.equal(a.length, 16);
   assert.notDeepEqual(a, b);
+});
+
+Deno.test("VncAuthKey gives the same responses as vncAuthResponse() and checks them", () => {
+  for (const password of ["", "secret", "password", "12345678", "\xe9t\xe9"]) {
+    const key = new VncAuthKey(password);
+    const challenge = newChallenge();
+    const response = key.response(challenge);
+    assert.deepEqual(response, vncAuthResponse(password, challenge), password);
+    assert.equal(key.verify(challenge, response), true, password);
+    for (const at of [0, 7, 8, 15]) {
+      const wrong = response.slice();
+      wrong[at]! ^= 0x80;
+      assert.equal(key.verify(challenge, wrong), false, `${password} byte ${at}`);
+    }
+    assert.equal(key.verify(challenge, response.subarray(0, 8)), false);
+    assert.throws(() => key.verify(challenge.subarray(0, 8), response), RangeError);
+  }
+});
+
+Deno.test("VncAuthKey.sameKey() compares what DES sees: 8 bytes, NUL-padded, bit 7 ignored", () => {
+  const same: readonly (readonly [string, string])[] = [
+    ["password", "password-longer"],
+    ["12345678", "12345678x"],
+    ["secret", "secret\0\0"],
+    ["\xe9", "i"], // é is i with bit 7 set
+    ["abc", "\xe1\xe2\xe3"],
+    ["", "\0"],
+  ];
+  for (const [a, b] of same) {
+    assert.equal(new VncAuthKey(a).sameKey(new VncAuthKey(b)), true, `${a} ~ ${b}`);
+    // The responses agree too, which is why the keys count as one.
+    assert.deepEqual(vncAuthResponse(a, CHALLENGE), vncAuthResponse(b, CHALLENGE));
+  }
+  const different: readonly (readonly [string, string])[] = [
+    ["password", "passwore"],
+    ["secret", "secreT"],
+    ["1234567", "12345678"],
+    ["a", "b"],
+  ];
+  for (const [a, b] of different) {
+    assert.equal(new VncAuthKey(a).sameKey(new VncAuthKey(b)), false, `${a} / ${b}`);
+  }
 });
