@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { type ListenerScheme, OriginPolicy, parseOrigin } from "../../src/gateway/origin_policy.ts";
-import { parseRequestHead } from "../../src/io/websocket_frames.ts";
+import { parseRequestHead } from "../../src/http/request_head.ts";
 
 const LISTED = [
   "https://console.example",
