@@ -5,7 +5,7 @@
  * @module
  */
 
-/** Console types a forwarding can be requested for (DESIGN §5). */
+/** Console types a forwarding can be requested for: plain RFB, RFB over ws, over wss. */
 export type ConsoleType = "vnc" | "vnc-ws" | "vnc-wss";
 
 /** Every console type, in the order documented. */
@@ -49,13 +49,13 @@ export interface Config {
   readonly keyFile: string;
   /** Control users file. */
   readonly authFile: string;
-  /** Pass the viewer's ClientInit shared flag unchanged (DESIGN §4.7). */
+  /** Pass the viewer's ClientInit shared flag unchanged (else forced to shared). */
   readonly allowExclusive: boolean;
   /** Deadline for a viewer's whole RFB handshake. */
   readonly clientTimeoutMs: number;
-  /** Deadline for reading one control request (DESIGN §3). */
+  /** Deadline for reading one control request. */
   readonly controlTimeoutMs: number;
-  /** Largest control request accepted, in bytes (DESIGN §3). */
+  /** Largest control request accepted, in bytes. */
   readonly controlMaxBytes: number;
   /**
    * Control connections handled at once. At the cap, the one idle longest

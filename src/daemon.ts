@@ -1,6 +1,6 @@
 /**
  * The composition root: loads users and certificates, builds the port pool
- * and the control server, and handles signals (DESIGN §2.1):
+ * and the control server, and handles signals:
  * SIGTERM/SIGINT stop accepting, drain live sessions for `--drain-timeout`,
  * then close them; SIGHUP reloads the users file and the certificate and
  * reopens the log file, without touching live sessions. Password checks run
@@ -14,9 +14,10 @@ import { CryptPool } from "./auth/crypt_pool.ts";
 import { UserDb, type UserDbOptions } from "./auth/user_db.ts";
 import { type Config, isWildcardAddress } from "./config.ts";
 import { AuthFailLimiter } from "./control/auth_fail_limiter.ts";
-import { type ControlServer, startControlServer } from "./control/control_server.ts";
-import type { Forwarding, TlsMaterial } from "./forward/forwarding.ts";
-import { PortPool } from "./forward/port_pool.ts";
+import { type ControlServer, startControlServer } from "./control/snf/control_server.ts";
+import { loadTls, type TlsMaterial } from "./io/tls_material.ts";
+import { PortPool } from "./session/port_pool.ts";
+import { SessionRegistry } from "./session/session_registry.ts";
 import { getFqdn } from "./io/fqdn.ts";
 import type { Logger } from "./log.ts";
 import { acquirePidFile, type PidFile } from "./pid_file.ts";
@@ -63,7 +64,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
   }
   const stopping = new AbortController();
   const closing = new AbortController();
-  const sessions = new Map<Forwarding, Promise<void>>();
+  const sessions = new SessionRegistry();
   let control: ControlServer | undefined;
   const signalHandlers: [Deno.Signal, () => void][] = [];
   const crypt = new CryptPool(
@@ -94,10 +95,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
         proxyAddress,
         stopping: stopping.signal,
         closing: closing.signal,
-        track(forwarding, running) {
-          sessions.set(forwarding, running);
-          running.finally(() => sessions.delete(forwarding));
-        },
+        sessions,
         ...(deps.connect ? { connect: deps.connect } : {}),
         authFailures: new AuthFailLimiter({ perSecond: config.authFailLimit }),
       });
@@ -154,32 +152,18 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
     logger.info(`Caught ${cause}, closing control sockets`);
     stopping.abort(new Error("The daemon is stopping"));
     await control.close();
-    await drain(sessions, config.drainTimeoutMs, logger);
+    await sessions.drain(config.drainTimeoutMs, logger);
   } finally {
     for (const [sig, handler] of signalHandlers) Deno.removeSignalListener(sig, handler);
     stopping.abort(new Error("The daemon is stopping"));
     await control?.close();
     closing.abort(new Error("The daemon stopped"));
-    await Promise.allSettled([...sessions.values()]);
+    await sessions.settled();
     // After the control server: its last requests got their checks.
     crypt.close();
     pidFile?.release();
   }
   logger.info("Stopped");
-}
-
-async function drain(
-  sessions: Map<Forwarding, Promise<void>>,
-  drainMs: number,
-  logger: Logger,
-): Promise<void> {
-  if (sessions.size === 0) return;
-  logger.info(`Waiting up to ${drainMs / 1000} s for ${sessions.size} live sessions`);
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, drainMs)));
-  await Promise.race([Promise.allSettled([...sessions.values()]), timeout]);
-  clearTimeout(timer);
-  if (sessions.size > 0) logger.info(`Closing ${sessions.size} sessions still live`);
 }
 
 function loadUsersAtStart(path: string, options: UserDbOptions, logger: Logger): UserDb {
@@ -245,21 +229,4 @@ function reloadTls(
     if (current !== undefined) logger.error(`Keeping the old certificate: ${describeError(error)}`);
     return current;
   }
-}
-
-/** Reads the PEM files and proves they form a usable pair. */
-export function loadTls(config: Pick<Config, "certFile" | "keyFile">): TlsMaterial {
-  const cert = Deno.readTextFileSync(config.certFile);
-  const key = Deno.readTextFileSync(config.keyFile);
-  // Deno parses certificate and key when a TLS listener is made: a
-  // throw-away one on an ephemeral loopback port validates the pair now,
-  // not at the first browser.
-  try {
-    Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert, key }).close();
-  } catch (error) {
-    throw new Error(`Invalid certificate "${config.certFile}" or key "${config.keyFile}"`, {
-      cause: error,
-    });
-  }
-  return { cert, key };
 }

@@ -30,6 +30,18 @@ export class RfbError extends Error {
   }
 }
 
+/**
+ * The viewer answered the VNC Authentication challenge wrongly (RFC 6143
+ * §7.2.2): a wrong one-time password, which burns the forwarding.
+ */
+export class ViewerAuthError extends RfbError {
+  /** Creates the error; the message says only that authentication failed. */
+  constructor(message = "Authentication failed", options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ViewerAuthError";
+  }
+}
+
 /** A bad command line: the CLI prints the message and the usage hint. */
 export class UsageError extends Error {
   /** Creates a usage error for a bad flag or value. */

@@ -1,14 +1,14 @@
 /**
  * `vncauthproxy client`: the operator's test command, with snf's flags
- * (DESIGN §2.3). Unlike snf's client, `--server` and `--server-port` are
- * honoured (peers.md W18).
+ * with snf's flags. Unlike snf's client, `--server` and `--server-port` are
+ * honoured (snf's ignored them).
  *
  * @module
  */
 
 import { CONSOLE_TYPES, type ConsoleType } from "../config.ts";
 import { UsageError } from "../errors.ts";
-import { type ForwardingReply, requestForwarding } from "../control/control_client.ts";
+import { type ForwardingReply, requestForwarding } from "../control/snf/control_client.ts";
 import { formatOptionsHelp, type OptionSpec, parseOptions } from "./option_parser.ts";
 import type { CliIo } from "./run_cli.ts";
 

@@ -1,6 +1,6 @@
 /**
  * `vncauthproxy [serve] [options]`: the daemon, with snf-vncauthproxy's
- * flags and defaults (DESIGN §2.1), parsed the way optparse did.
+ * flags and defaults, parsed the way optparse did.
  *
  * @module
  */

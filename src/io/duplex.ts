@@ -78,7 +78,7 @@ export class ConnDuplex implements Duplex {
 
 /**
  * Disables Nagle's algorithm on a TCP connection so small input events are
- * not delayed (peers.md W22). TLS connections have no such switch in Deno.
+ * not delayed behind a bulk write. TLS connections have no such switch in Deno.
  */
 export function setNoDelay(conn: Deno.Conn): void {
   if ("setNoDelay" in conn && typeof conn.setNoDelay === "function") {

@@ -4,7 +4,7 @@
  * payload bytes straight from the socket into the caller's buffer and
  * unmasks them there, so TCP backpressure reaches the viewer and memory
  * stays bounded whatever it sends. A write sends one binary frame, with no
- * copy for large payloads (DESIGN §5, STYLE "Bounded buffers").
+ * copy for large payloads, so memory stays bounded whatever the viewer does.
  *
  * @module
  */
@@ -60,7 +60,7 @@ const strictDecoder = new TextDecoder("utf-8", { fatal: true });
  * A WebSocket over a connected `Duplex`, whose opening handshake is done.
  *
  * Binary, text and continuation frames from the viewer are all taken as raw
- * payload bytes (snf-vncauthproxy did the same, peers.md §1.10); message
+ * payload bytes (snf-vncauthproxy did the same); message
  * boundaries do not matter to RFB. Pings are answered, pongs ignored, and a
  * close frame is answered and ends the stream. Only one `read()` may be
  * pending at a time, as with any `Duplex`.

@@ -5,7 +5,8 @@
  * fix: the backend is pinned before anyone learns the port).
  *
  * ClientInit is not sent here: the viewer's own ClientInit goes through
- * later, so the ServerInit the viewer sees is live (DESIGN §4.7).
+ * later, so the ServerInit the viewer sees is live (QEMU changes its
+ * desktop size while booting: one fetched at request time would be stale).
  *
  * @module
  */

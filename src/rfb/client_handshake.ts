@@ -6,7 +6,7 @@
  * @module
  */
 
-import { RfbError } from "../errors.ts";
+import { RfbError, ViewerAuthError } from "../errors.ts";
 import { readExact, readU8 } from "../io/byte_reader.ts";
 import type { Duplex } from "../io/duplex.ts";
 import {
@@ -16,6 +16,7 @@ import {
   encodeVersion,
   parseVersion,
   type RfbVersion,
+  SECURITY_NONE,
   SECURITY_VNC_AUTH,
   VERSION_LENGTH,
 } from "./rfb_messages.ts";
@@ -35,29 +36,16 @@ export interface ViewerAuthOptions {
  * viewer is told (with a reason on 3.8) before this throws.
  *
  * @returns the version agreed with the viewer.
- * @throws {RfbError} when the viewer speaks a bad version, picks another
- * security type, or fails authentication.
+ * @throws {ViewerAuthError} when the viewer's answer is wrong.
+ * @throws {RfbError} when the viewer speaks a bad version or picks another
+ * security type.
  */
 export async function authenticateViewer(
   viewer: Duplex,
   password: string,
   options: ViewerAuthOptions = {},
 ): Promise<RfbVersion> {
-  await viewer.write(encodeVersion("3.8"));
-  const version = parseVersion(await readExact(viewer, VERSION_LENGTH));
-
-  await viewer.write(encodeSecurityOffer(version, [SECURITY_VNC_AUTH]));
-  if (version !== "3.3") {
-    // §7.1.2: the viewer picks one of the offered types. Anything but VNC
-    // Authentication (None in particular, CVE-2022-36436) is refused.
-    const chosen = await readU8(viewer);
-    if (chosen !== SECURITY_VNC_AUTH) {
-      const reason = `Security type ${chosen} is not offered`;
-      await viewer.write(encodeSecurityResult(version, { ok: false, reason }));
-      throw new RfbError(reason);
-    }
-  }
-
+  const version = await offerOneSecurityType(viewer, SECURITY_VNC_AUTH);
   const challenge = (options.challenge ?? newChallenge)();
   await viewer.write(challenge);
   const response = await readExact(viewer, CHALLENGE_LENGTH);
@@ -65,8 +53,43 @@ export async function authenticateViewer(
     await viewer.write(
       encodeSecurityResult(version, { ok: false, reason: "Authentication failed" }),
     );
-    throw new RfbError("Authentication failed");
+    throw new ViewerAuthError();
   }
   await viewer.write(encodeSecurityResult(version, { ok: true }));
+  return version;
+}
+
+/**
+ * Runs the server half of the RFB handshake offering only security type
+ * None, for a viewer whose credential was its way in (a single-use token).
+ *
+ * @returns the version agreed with the viewer.
+ * @throws {RfbError} when the viewer speaks a bad version or picks another
+ * security type.
+ */
+export async function greetViewerWithoutAuth(viewer: Duplex): Promise<RfbVersion> {
+  const version = await offerOneSecurityType(viewer, SECURITY_NONE);
+  // §7.1.3: 3.3 and 3.7 send no SecurityResult for None; 3.8 does.
+  if (version === "3.8") await viewer.write(encodeSecurityResult(version, { ok: true }));
+  return version;
+}
+
+/**
+ * §7.1.1-§7.1.2: our version, the viewer's, then an offer of exactly
+ * `type`; a viewer choosing anything else (None when `type` is VNC
+ * Authentication: CVE-2022-36436) is told why and refused.
+ */
+async function offerOneSecurityType(viewer: Duplex, type: number): Promise<RfbVersion> {
+  await viewer.write(encodeVersion("3.8"));
+  const version = parseVersion(await readExact(viewer, VERSION_LENGTH));
+  await viewer.write(encodeSecurityOffer(version, [type]));
+  // 3.3: the server decides, the viewer does not answer.
+  if (version === "3.3") return version;
+  const chosen = await readU8(viewer);
+  if (chosen !== type) {
+    const reason = `Security type ${chosen} is not offered`;
+    await viewer.write(encodeSecurityResult(version, { ok: false, reason }));
+    throw new RfbError(reason);
+  }
   return version;
 }

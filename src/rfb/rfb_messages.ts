@@ -21,7 +21,7 @@ export const SECURITY_NONE = 1;
 export const SECURITY_VNC_AUTH = 2;
 /** Length of the VNC Authentication challenge and response (§7.2.2). */
 export const CHALLENGE_LENGTH = 16;
-/** Longest reason string kept from a peer, in bytes (DESIGN §3). */
+/** Longest reason string kept from a peer, in bytes (enough for any real one). */
 export const MAX_REASON_BYTES = 256;
 
 const VERSION_PATTERN = /^RFB (\d{3})\.(\d{3})\n$/;
@@ -31,7 +31,7 @@ const VERSION_PATTERN = /^RFB (\d{3})\.(\d{3})\n$/;
  *
  * RFC 6143 §7.1.1: versions other than 3.3, 3.7 and 3.8 are to be treated
  * as 3.3; we also treat anything above 3.8 (e.g. Apple's 3.889, or 4.x) as
- * 3.8, as DESIGN §4.3 asks.
+ * 3.8 (later minor versions are 3.8 with extensions we do not speak).
  *
  * @throws {RfbError} when `bytes` is not a ProtocolVersion message.
  */

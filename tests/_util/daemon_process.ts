@@ -6,7 +6,7 @@
  */
 
 import { hashPassword } from "../../src/auth/sha_crypt.ts";
-import type { ForwardingReply } from "../../src/control/control_client.ts";
+import type { ForwardingReply } from "../../src/control/snf/control_client.ts";
 
 /** The permission flags of `deno task compile`, so tests prove they suffice. */
 export const DAEMON_PERMISSIONS = [

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { readExact } from "../../src/io/byte_reader.ts";
-import { requestForwarding } from "../../src/control/control_client.ts";
+import { requestForwarding } from "../../src/control/snf/control_client.ts";
 import {
   forwardingRequestJson,
   rawControl,

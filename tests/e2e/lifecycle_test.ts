@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { readExact } from "../../src/io/byte_reader.ts";
 import type { Duplex } from "../../src/io/duplex.ts";
-import type { ForwardingReply } from "../../src/control/control_client.ts";
+import type { ForwardingReply } from "../../src/control/snf/control_client.ts";
 import { SERVE_OPTIONS } from "../../src/cli/serve_command.ts";
 import {
   type DaemonProcess,

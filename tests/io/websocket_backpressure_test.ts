@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { openWebSocketListener } from "../../src/forward/websocket_listener.ts";
+import { openWebSocketListener } from "../../src/session/websocket_listener.ts";
 import { BufferPool } from "../../src/io/buffer_pool.ts";
 import { MAX_RELAY_BUFFER, relay, type RelayCounters } from "../../src/io/relay.ts";
 import { silentLogger } from "../../src/log.ts";

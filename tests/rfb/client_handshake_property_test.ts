@@ -80,7 +80,7 @@ function model(script: Uint8Array, password: string, challenge: Uint8Array): Exp
   const right = vncAuthResponse(password, challenge);
   if (!right.every((byte, i) => response[i] === byte)) {
     written.push(failed(version, "Authentication failed"));
-    return end({ error: "RfbError", message: "Authentication failed" });
+    return end({ error: "ViewerAuthError", message: "Authentication failed" });
   }
   written.push(encodeU32(0));
   return end({ version });

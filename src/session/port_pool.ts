@@ -4,7 +4,7 @@
  *
  * Freed ports rest for a cooldown before they are preferred again, so a
  * viewer that lingers on an old port number meets a closed port rather than
- * a stranger's console (peers.md S2); when only resting ports are left, the
+ * a stranger's console (the port reuse of nova CVE-2013-0335); when only resting ports are left, the
  * one that has rested longest is used rather than failing.
  *
  * @module

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { requestForwarding } from "../../src/control/control_client.ts";
-import { isTimeout } from "../../src/io/deadline.ts";
+import { requestForwarding } from "../../../src/control/snf/control_client.ts";
+import { isTimeout } from "../../../src/io/deadline.ts";
 
 const REQUEST = {
   destinationAddress: "127.0.0.1",

@@ -10,10 +10,10 @@ import {
   type ForwardRequest,
   JsonObjectScanner,
   parseForwardRequest,
-} from "../../src/control/control_message.ts";
-import { CONSOLE_TYPES } from "../../src/config.ts";
-import { describeError, RefusalError } from "../../src/errors.ts";
-import { assertProperty, fc, mutated, segmentation } from "../_util/property.ts";
+} from "../../../src/control/snf/control_message.ts";
+import { CONSOLE_TYPES } from "../../../src/config.ts";
+import { describeError, RefusalError } from "../../../src/errors.ts";
+import { assertProperty, fc, mutated, segmentation } from "../../_util/property.ts";
 
 /** The request fields in the order the validator checks them. */
 const FIELDS = [

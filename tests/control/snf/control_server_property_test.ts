@@ -5,10 +5,13 @@
  */
 
 import assert from "node:assert/strict";
-import { JsonObjectScanner, parseForwardRequest } from "../../src/control/control_message.ts";
-import { readRequestText } from "../../src/control/control_server.ts";
-import { RefusalError } from "../../src/errors.ts";
-import { assertProperty, fc, mutated, ScriptedDuplex, segmentation } from "../_util/property.ts";
+import {
+  JsonObjectScanner,
+  parseForwardRequest,
+} from "../../../src/control/snf/control_message.ts";
+import { readRequestText } from "../../../src/control/snf/control_server.ts";
+import { RefusalError } from "../../../src/errors.ts";
+import { assertProperty, fc, mutated, ScriptedDuplex, segmentation } from "../../_util/property.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

@@ -35,7 +35,7 @@ import {
 } from "../http/request_head.ts";
 import { acceptUpgrade, judgeUpgrade, type UpgradeAccepted } from "../http/websocket_upgrade.ts";
 import type { Logger } from "../log.ts";
-import type { ClientListener } from "./client_listener.ts";
+import type { ClientListener } from "./tcp_listener.ts";
 
 /** Options of {@linkcode openWebSocketListener}. */
 export interface WebSocketListenerOptions {

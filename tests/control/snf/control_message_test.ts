@@ -3,8 +3,8 @@ import {
   encodeReply,
   JsonObjectScanner,
   parseForwardRequest,
-} from "../../src/control/control_message.ts";
-import { RefusalError } from "../../src/errors.ts";
+} from "../../../src/control/snf/control_message.ts";
+import { RefusalError } from "../../../src/errors.ts";
 
 const VALID = {
   "auth_user": "admin",

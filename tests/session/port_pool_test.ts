@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { RefusalError } from "../../src/errors.ts";
-import { PortPool } from "../../src/forward/port_pool.ts";
+import { PortPool } from "../../src/session/port_pool.ts";
 
 Deno.test("PortPool.acquire() hands out every port once, then throws when exhausted", () => {
   const pool = new PortPool(100, 102);

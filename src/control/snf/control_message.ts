@@ -6,9 +6,9 @@
  * @module
  */
 
-import { CONSOLE_TYPES, type ConsoleType } from "../config.ts";
-import { RefusalError } from "../errors.ts";
-import { unbracketHost } from "../io/duplex.ts";
+import { CONSOLE_TYPES, type ConsoleType } from "../../config.ts";
+import { RefusalError } from "../../errors.ts";
+import { unbracketHost } from "../../io/duplex.ts";
 
 /** A validated forwarding request. */
 export interface ForwardRequest {

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import type { ClientListener } from "../../src/forward/client_listener.ts";
+import type { ClientListener } from "../../src/session/tcp_listener.ts";
 import {
   openWebSocketListener,
   type WebSocketListenerOptions,
-} from "../../src/forward/websocket_listener.ts";
+} from "../../src/session/websocket_listener.ts";
 import { readExact } from "../../src/io/byte_reader.ts";
 import { WebSocketDuplex } from "../../src/io/websocket_duplex.ts";
 import type { Logger } from "../../src/log.ts";

@@ -6,9 +6,9 @@
  * @module
  */
 
-import type { ConsoleType } from "../config.ts";
-import { ConnDuplex, type Duplex, unbracketHost } from "../io/duplex.ts";
-import { startDeadline, withDeadline } from "../io/deadline.ts";
+import type { ConsoleType } from "../../config.ts";
+import { ConnDuplex, type Duplex, unbracketHost } from "../../io/duplex.ts";
+import { startDeadline, withDeadline } from "../../io/deadline.ts";
 
 /** A forwarding request, in the wire protocol's terms. */
 export interface ForwardingRequest {

@@ -5,20 +5,21 @@
  * from any source address.
  */
 
+import { SessionRegistry } from "../../../src/session/session_registry.ts";
 import assert from "node:assert/strict";
-import { CryptBusyError, CryptFailedError } from "../../src/auth/crypt_pool.ts";
-import { hashPassword, shaCrypt } from "../../src/auth/sha_crypt.ts";
-import { type CryptFunction, UserDb } from "../../src/auth/user_db.ts";
-import { resolveConfig } from "../../src/config.ts";
-import { AuthFailLimiter } from "../../src/control/auth_fail_limiter.ts";
+import { CryptBusyError, CryptFailedError } from "../../../src/auth/crypt_pool.ts";
+import { hashPassword, shaCrypt } from "../../../src/auth/sha_crypt.ts";
+import { type CryptFunction, UserDb } from "../../../src/auth/user_db.ts";
+import { resolveConfig } from "../../../src/config.ts";
+import { AuthFailLimiter } from "../../../src/control/auth_fail_limiter.ts";
 import {
   type ControlServerDeps,
   handleControlConnection,
-} from "../../src/control/control_server.ts";
-import { PortPool } from "../../src/forward/port_pool.ts";
-import type { Duplex } from "../../src/io/duplex.ts";
-import { createLogger } from "../../src/log.ts";
-import { forwardingRequestJson, randomPool } from "../_util/daemon_process.ts";
+} from "../../../src/control/snf/control_server.ts";
+import { PortPool } from "../../../src/session/port_pool.ts";
+import type { Duplex } from "../../../src/io/duplex.ts";
+import { createLogger } from "../../../src/log.ts";
+import { forwardingRequestJson, randomPool } from "../../_util/daemon_process.ts";
 
 const PASSWORD = "c0ntrol-Secret!";
 const HASH = hashPassword(PASSWORD);
@@ -71,7 +72,8 @@ function harness(options: { crypt?: CryptFunction; perSecond?: number } = {}) {
     proxyAddress: "127.0.0.1",
     stopping: new AbortController().signal,
     closing: new AbortController().signal,
-    track: () => assert.fail("no forwarding is set up: the VNC server refuses"),
+    // The VNC server refuses: no session ever starts here.
+    sessions: new SessionRegistry(),
     // A VNC server that refuses at once: an authenticated request ends there.
     connect: () => Promise.reject(new Deno.errors.ConnectionRefused("refused")),
     authFailures: new AuthFailLimiter({ perSecond: options.perSecond ?? 5 }, { now: () => now }),

@@ -1,6 +1,6 @@
 /**
  * The one-shot listener a forwarding opens for its viewer. The first client
- * wins and the listener stops accepting at once (DESIGN §4.5). Plain `vnc`
+ * wins and the listener stops accepting at once (one viewer per console). Plain `vnc`
  * forwardings listen on TCP here; `vnc-ws` and `vnc-wss` use
  * `websocket_listener.ts`, behind the same interface.
  *

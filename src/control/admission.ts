@@ -1,0 +1,209 @@
+/**
+ * Admission, shared by every control front door: authenticate the control
+ * user, then open a session for the validated request in DESIGN's order:
+ * take a port (a full pool costs the VNC server nothing), pin the VNC
+ * server, listen. What leaves here is a {@linkcode Session} that knows
+ * nothing of the request: no control user, no control password.
+ *
+ * @module
+ */
+
+import { CryptBusyError } from "../auth/crypt_pool.ts";
+import type { UserDb } from "../auth/user_db.ts";
+import type { Config, ConsoleType } from "../config.ts";
+import { RefusalError } from "../errors.ts";
+import type { BufferPool } from "../io/buffer_pool.ts";
+import { startDeadline } from "../io/deadline.ts";
+import type { TlsMaterial } from "../io/tls_material.ts";
+import type { Logger } from "../log.ts";
+import {
+  type Backend,
+  type BackendTarget,
+  type ConnectFunction,
+  openBackend,
+} from "../rfb/backend_handshake.ts";
+import { openPortRendezvous } from "../session/port_rendezvous.ts";
+import type { PortPool } from "../session/port_pool.ts";
+import { Session } from "../session/session.ts";
+import type { SessionLimits } from "../session/session_spec.ts";
+import type { AuthFailLimiter } from "./auth_fail_limiter.ts";
+
+/** What admission needs from the daemon. */
+export interface AdmissionDeps {
+  /** The daemon's configuration. */
+  readonly config: Config;
+  /** The current control users (replaced on reload). */
+  readonly users: () => UserDb;
+  /** The port pool. */
+  readonly ports: PortPool;
+  /** Current certificate and key, if loaded (`vnc-wss`). */
+  readonly tls: () => TlsMaterial | undefined;
+  /** Aborted at SIGTERM: stop accepting and waiting. */
+  readonly stopping: AbortSignal;
+  /** Aborted when the drain time is over. */
+  readonly closing: AbortSignal;
+  /** Limits failed logins (`--auth-fail-limit`). @default {no limit} */
+  readonly authFailures?: AuthFailLimiter;
+  /** The relay buffers all sessions share. @default {the relay's pool} */
+  readonly buffers?: BufferPool;
+  /** @default {Deno.connect} */
+  readonly connect?: ConnectFunction;
+}
+
+/** A control user's credentials, as a front door received them (secret). */
+export interface ControlCredentials {
+  /** Control user. */
+  readonly user: string;
+  /** Control user's password. */
+  readonly password: string;
+}
+
+/** A validated request for a session, in no protocol's terms. */
+export interface SessionRequest {
+  /** The VNC server. */
+  readonly backend: BackendTarget;
+  /** Console kind: how the viewer connects. */
+  readonly kind: ConsoleType;
+  /** The pool port asked for; 0 lets the pool choose. */
+  readonly sourcePort: number;
+  /** The viewer's one-time VNC password (secret). */
+  readonly viewerPassword: string;
+}
+
+/** A session ready for its viewer, and where the viewer goes. */
+export interface Admitted {
+  /** The session; start it once the front door's reply went out, else close it. */
+  readonly session: Session;
+  /** The port the viewer connects to. */
+  readonly port: number;
+  /** Where it listens, for log lines. */
+  readonly addresses: readonly string[];
+}
+
+/**
+ * Checks the control user's password, or throws the refusal to send back.
+ * A recently verified password passes on this thread; otherwise the
+ * failed-login limits are charged, then the crypt runs in the worker pool,
+ * for unknown users too (so they cost what a wrong password costs), and
+ * the reason never says which of user or password was wrong.
+ *
+ * @throws {RefusalError} `authentication failed` (wrong, unknown or over
+ * the limit) or `server busy` (the crypt queue is full).
+ */
+export async function authenticate(
+  credentials: ControlCredentials,
+  peer: { readonly address: string; readonly logger: Logger },
+  deps: Pick<AdmissionDeps, "users" | "authFailures">,
+): Promise<void> {
+  const users = deps.users();
+  const { user, password } = credentials;
+  const { logger } = peer;
+  if (users.verifyCached(user, password)) return;
+  // The port is dropped: one host's connections share their limit.
+  const address = peer.address.slice(0, peer.address.lastIndexOf(":"));
+  const limited = deps.authFailures?.take(address, user);
+  if (limited !== undefined) {
+    logger.warn(
+      `Authentication failed for control user "${user}" from ${peer.address}: ` +
+        `too many failed logins for this ${limited}, password not checked`,
+    );
+    throw new RefusalError("authentication failed");
+  }
+  let ok: boolean;
+  try {
+    ok = await users.verify(user, password);
+  } catch (error) {
+    // No check happened: that is no failed login.
+    deps.authFailures?.giveBack(address, user);
+    if (!(error instanceof CryptBusyError)) throw error;
+    logger.warn(`Too many password checks waiting, refusing ${peer.address}`);
+    throw new RefusalError("server busy", { cause: error });
+  }
+  if (ok) {
+    deps.authFailures?.giveBack(address, user);
+    return;
+  }
+  logger.warn(`Authentication failed for control user "${user}" from ${peer.address}`);
+  throw new RefusalError("authentication failed");
+}
+
+/**
+ * Opens a session for an authenticated, validated request: leases a port,
+ * connects to and handshakes with the VNC server, and listens. Everything
+ * taken is given back if a step fails.
+ *
+ * @throws {RefusalError} with a reason for the front door's reply.
+ */
+export async function admit(
+  request: SessionRequest,
+  logger: Logger,
+  deps: AdmissionDeps,
+): Promise<Admitted> {
+  const { config } = deps;
+  const tls = request.kind === "vnc-wss" ? deps.tls() : undefined;
+  if (request.kind === "vnc-wss" && tls === undefined) {
+    throw new RefusalError("TLS is not configured");
+  }
+  const lease = deps.ports.acquire(request.sourcePort);
+  logger.debug(`Got port ${lease.port} from pool, ${deps.ports.available} remaining`);
+  let backend: Backend | undefined;
+  try {
+    using phase = startDeadline(config.serverTimeoutMs, deps.stopping);
+    backend = await openBackend(request.backend, {
+      retries: config.connectRetries,
+      retryWaitMs: config.retryWaitMs,
+      signal: phase.signal,
+      logger,
+      ...(deps.connect ? { connect: deps.connect } : {}),
+    });
+    const rendezvous = await openPortRendezvous({
+      kind: request.kind,
+      lease,
+      ports: deps.ports,
+      requestedPort: request.sourcePort,
+      listenAddress: config.proxyListenAddress,
+      signal: phase.signal,
+      logger,
+      webSocket: {
+        pingIntervalMs: config.wsPingIntervalMs,
+        handshakeTimeoutMs: config.clientTimeoutMs,
+        maxPendingHandshakes: config.maxWsHandshakes,
+      },
+      ...(tls ? { tls } : {}),
+    });
+    const session = new Session(
+      {
+        backend: backend.duplex,
+        credential: { kind: "vnc-password", password: request.viewerPassword },
+        kind: request.kind,
+        limits: sessionLimits(config),
+      },
+      rendezvous,
+      {
+        logger,
+        stopping: deps.stopping,
+        closing: deps.closing,
+        ...(deps.buffers ? { buffers: deps.buffers } : {}),
+      },
+    );
+    return { session, port: rendezvous.port, addresses: rendezvous.addresses };
+  } catch (error) {
+    // The rendezvous owns the lease once it was handed over: releasing
+    // again here is a no-op (leases release once).
+    backend?.duplex.close();
+    lease.release();
+    throw error;
+  }
+}
+
+/** The daemon-wide limits every session gets. */
+export function sessionLimits(config: Config): SessionLimits {
+  return {
+    waitMs: config.connectTimeoutMs,
+    viewerHandshakeMs: config.clientTimeoutMs,
+    serverWriteMs: config.serverTimeoutMs,
+    idleTimeoutMs: config.idleTimeoutMs,
+    maxSessionTimeMs: config.maxSessionTimeMs,
+    allowExclusive: config.allowExclusive,
+  };
+}
