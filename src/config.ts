@@ -86,6 +86,46 @@ export interface Config {
   readonly authFailLimit: number;
   /** Largest `rounds=` a users-file hash may have. */
   readonly maxCryptRounds: number;
+  /** The gateway port: one port for every browser console; off when undefined. */
+  readonly gatewayListen: HostPort | undefined;
+  /** The gateway speaks plain HTTP (a TLS-terminating reverse proxy is in front). */
+  readonly gatewayPlain: boolean;
+  /** Address ranges whose `X-Forwarded-For` / `-Proto` the gateway believes. */
+  readonly trustedProxies: readonly string[];
+  /** What replies name as the gateway (`https://console.example:8443`); default: FQDN and port. */
+  readonly gatewayPublicUrl: string | undefined;
+  /** snf requests of the gateway's own WebSocket type go through the gateway (password mode). */
+  readonly gatewaySnf: boolean;
+  /** Origins a browser page must come from (`scheme://host[:port]`); unset = any. */
+  readonly allowedOrigins: readonly string[] | undefined;
+  /** A static noVNC tree the gateway serves. */
+  readonly webDir: string | undefined;
+  /** Longest life of a gateway token. */
+  readonly maxTokenTtlMs: number;
+  /** Gateway connections before their request is complete, at once. */
+  readonly maxGatewayConnections: number;
+}
+
+/** A listen address and port (`--gateway-listen`). */
+export interface HostPort {
+  /** Address: a literal (no brackets), a host name or `*`. */
+  readonly host: string;
+  /** TCP port (0 picks one). */
+  readonly port: number;
+}
+
+/**
+ * Parses `ADDR:PORT`, `[v6]:PORT` or `*:PORT`.
+ *
+ * @throws {RangeError} for anything else.
+ */
+export function parseHostPort(text: string): HostPort {
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]+)):(\d{1,5})$/.exec(text);
+  const port = Number(match?.[3]);
+  if (match === null || port > 65535) {
+    throw new RangeError(`Expected ADDR:PORT, got "${text}"`);
+  }
+  return { host: match[1] ?? match[2]!, port };
 }
 
 /** snf-vncauthproxy's defaults, plus ours for the settings it lacks. */
@@ -128,6 +168,15 @@ export const DEFAULT_CONFIG: Config = Object.freeze({
   // About 100 ms of SHA-512 on a shared 2-core machine (4-5 µs a round);
   // the default 5000 rounds is ~15-20 ms.
   maxCryptRounds: 20_000,
+  gatewayListen: undefined,
+  gatewayPlain: false,
+  trustedProxies: [],
+  gatewayPublicUrl: undefined,
+  gatewaySnf: false,
+  allowedOrigins: undefined,
+  webDir: undefined,
+  maxTokenTtlMs: 300_000,
+  maxGatewayConnections: 1024,
 });
 
 /**
@@ -197,6 +246,35 @@ export function resolveConfig(overrides: Partial<Config> = {}): Config {
     config.maxCryptRounds > 999_999_999
   ) {
     throw new RangeError("--max-crypt-rounds must be an integer from 1000 to 999999999");
+  }
+  if (!(config.maxTokenTtlMs > 0) || !Number.isFinite(config.maxTokenTtlMs)) {
+    throw new RangeError("--max-token-ttl must be a positive number of seconds");
+  }
+  if (!Number.isInteger(config.maxGatewayConnections) || config.maxGatewayConnections < 1) {
+    throw new RangeError("--max-gateway-connections must be at least 1");
+  }
+  if (config.gatewayListen === undefined) {
+    // A security option that is set but would do nothing is a mistake: say so.
+    for (
+      const [flag, set] of [
+        ["--gateway-plain", config.gatewayPlain],
+        ["--gateway-snf", config.gatewaySnf],
+        ["--gateway-public-url", config.gatewayPublicUrl !== undefined],
+        ["--trusted-proxy", config.trustedProxies.length > 0],
+        ["--web", config.webDir !== undefined],
+      ] as const
+    ) {
+      if (set) throw new RangeError(`${flag} needs --gateway-listen`);
+    }
+  }
+  if (config.trustedProxies.length > 0 && !config.gatewayPlain) {
+    throw new RangeError("--trusted-proxy needs --gateway-plain (a proxy in front speaks TLS)");
+  }
+  if (
+    config.gatewayPublicUrl !== undefined &&
+    !/^https?:\/\/[^/?#]+\/?$/.test(config.gatewayPublicUrl)
+  ) {
+    throw new RangeError("--gateway-public-url must be http(s)://host[:port]");
   }
   if (config.listenAddress === "") {
     throw new RangeError("--listen-address must not be empty");

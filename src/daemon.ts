@@ -13,9 +13,14 @@ import { describeError } from "./errors.ts";
 import { CryptPool } from "./auth/crypt_pool.ts";
 import { UserDb, type UserDbOptions } from "./auth/user_db.ts";
 import { type Config, isWildcardAddress } from "./config.ts";
-import { AuthFailLimiter } from "./control/auth_fail_limiter.ts";
+import { AuthFailLimiter } from "./auth/auth_fail_limiter.ts";
 import { type ControlServer, startControlServer } from "./control/snf/control_server.ts";
 import { loadTls, type TlsMaterial } from "./io/tls_material.ts";
+import { type Gateway, type GatewayDeps, startGateway } from "./gateway/gateway_server.ts";
+import { StaticFiles } from "./gateway/static_files.ts";
+import { OriginPolicy } from "./http/origin_policy.ts";
+import { parseCidr } from "./io/cidr.ts";
+import { formatHostPort } from "./io/duplex.ts";
 import { PortPool } from "./session/port_pool.ts";
 import { SessionRegistry } from "./session/session_registry.ts";
 import { getFqdn } from "./io/fqdn.ts";
@@ -66,6 +71,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
   const closing = new AbortController();
   const sessions = new SessionRegistry();
   let control: ControlServer | undefined;
+  let gateway: Gateway | undefined;
   const signalHandlers: [Deno.Signal, () => void][] = [];
   const crypt = new CryptPool(
     { size: config.cryptWorkers, queueLimit: config.cryptQueueLimit },
@@ -85,6 +91,22 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
       cooldownMs: config.portCooldownMs,
     });
 
+    const origins = config.allowedOrigins === undefined
+      ? undefined
+      : startupStep("Invalid --allowed-origins", () => new OriginPolicy(config.allowedOrigins));
+    if (config.gatewayListen !== undefined) {
+      gateway = await startGatewayAtStart(config, {
+        logger,
+        tls: () => tls,
+        stopping: stopping.signal,
+        ...(origins ? { origins } : {}),
+        // As for pool ports: a wildcard listener is named by this host's FQDN.
+        host: isWildcardAddress(config.gatewayListen.host)
+          ? await getFqdn()
+          : config.gatewayListen.host,
+      });
+    }
+
     try {
       control = await startControlServer({
         config,
@@ -98,6 +120,8 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
         sessions,
         ...(deps.connect ? { connect: deps.connect } : {}),
         authFailures: new AuthFailLimiter({ perSecond: config.authFailLimit }),
+        ...(gateway ? { gateway } : {}),
+        ...(origins ? { origins } : {}),
       });
     } catch (error) {
       throw new StartupError(
@@ -118,6 +142,10 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
       }
       users = reloadUsers(config.authFile, userOptions, users, logger);
       tls = reloadTls(config, tls, logger);
+      gateway?.reloadTls().then(
+        (changed) => changed && logger.info("Gateway now uses the reloaded certificate"),
+        (error) => logger.error(`Gateway after certificate reload: ${describeError(error)}`),
+      );
       if (config.enableSsl) {
         server.reloadTls().then(
           (changed) => changed && logger.info("Control socket now uses the reloaded certificate"),
@@ -146,17 +174,28 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
         (config.enableSsl ? " (TLS)" : "") +
         `, forwarding ports ${config.minPort}-${config.maxPort} on ${config.proxyListenAddress}`,
     );
+    if (gateway !== undefined) {
+      logger.info(
+        `Gateway on ${gateway.addresses.join(", ")}` +
+          (config.gatewayPlain ? " (plain HTTP)" : " (TLS)") +
+          `, public URL ${gateway.publicUrl.origin}` +
+          (config.gatewaySnf ? `, ${gateway.consoleType} requests by password` : "") +
+          (config.webDir ? `, serving ${config.webDir}` : ""),
+      );
+    }
     deps.onReady?.(control.addresses);
 
     const cause = await stopRequested.promise;
     logger.info(`Caught ${cause}, closing control sockets`);
     stopping.abort(new Error("The daemon is stopping"));
     await control.close();
+    await gateway?.close();
     await sessions.drain(config.drainTimeoutMs, logger);
   } finally {
     for (const [sig, handler] of signalHandlers) Deno.removeSignalListener(sig, handler);
     stopping.abort(new Error("The daemon is stopping"));
     await control?.close();
+    await gateway?.close();
     closing.abort(new Error("The daemon stopped"));
     await sessions.settled();
     // After the control server: its last requests got their checks.
@@ -164,6 +203,69 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
     pidFile?.release();
   }
   logger.info("Stopped");
+}
+
+/** Runs a start-up step whose failure is a clear one-line start-up error. */
+function startupStep<T>(what: string, step: () => T): T {
+  try {
+    return step();
+  } catch (error) {
+    throw new StartupError(`${what}: ${describeError(error)}`, { cause: error });
+  }
+}
+
+/** Builds the gateway's parts from the configuration and binds it. */
+async function startGatewayAtStart(
+  config: Config,
+  deps: Pick<GatewayDeps, "logger" | "tls" | "stopping" | "origins" | "host">,
+): Promise<Gateway> {
+  const listen = config.gatewayListen!;
+  if (!config.gatewayPlain && deps.tls() === undefined) {
+    throw new StartupError(
+      `The gateway needs --cert-file and --key-file (or --gateway-plain behind a TLS proxy)`,
+    );
+  }
+  const trustedProxies = startupStep(
+    "Invalid --trusted-proxy",
+    () => config.trustedProxies.map(parseCidr),
+  );
+  const publicUrl = config.gatewayPublicUrl === undefined
+    ? undefined
+    : startupStep("Invalid --gateway-public-url", () => new URL(config.gatewayPublicUrl!));
+  let web: StaticFiles | undefined;
+  if (config.webDir !== undefined) {
+    try {
+      web = await StaticFiles.create(config.webDir, {
+        ...(publicUrl ? { webSocketOrigins: [webSocketOrigin(publicUrl)] } : {}),
+      });
+    } catch (error) {
+      throw new StartupError(`Cannot serve --web "${config.webDir}": ${describeError(error)}`, {
+        cause: error,
+      });
+    }
+  }
+  try {
+    return await startGateway({
+      config,
+      ...deps,
+      trustedProxies,
+      claimFailures: new AuthFailLimiter({ perSecond: config.authFailLimit }),
+      ...(web ? { web } : {}),
+      ...(publicUrl ? { publicUrl } : {}),
+    });
+  } catch (error) {
+    throw new StartupError(
+      `Cannot listen on ${formatHostPort(listen.host, listen.port)} (gateway): ${
+        describeError(error)
+      }`,
+      { cause: error },
+    );
+  }
+}
+
+/** The ws(s) origin a page at `url` opens its WebSocket to. */
+function webSocketOrigin(url: URL): string {
+  return `${url.protocol === "https:" ? "wss:" : "ws:"}//${url.host}`;
 }
 
 function loadUsersAtStart(path: string, options: UserDbOptions, logger: Logger): UserDb {

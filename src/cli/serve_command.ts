@@ -5,8 +5,8 @@
  * @module
  */
 
-import { type Config, DEFAULT_CONFIG, resolveConfig } from "../config.ts";
-import { parseAuthFailLimit } from "../control/auth_fail_limiter.ts";
+import { type Config, DEFAULT_CONFIG, parseHostPort, resolveConfig } from "../config.ts";
+import { parseAuthFailLimit } from "../auth/auth_fail_limiter.ts";
 import { runDaemon, StartupError } from "../daemon.ts";
 import { UsageError } from "../errors.ts";
 import { createLogger, FileSink, type LogSink, stderrSink } from "../log.ts";
@@ -185,6 +185,58 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     metavar: "N",
     help: `largest rounds= of a users-file hash [${d.maxCryptRounds}]`,
   },
+  {
+    long: "gateway-listen",
+    kind: "string",
+    metavar: "ADDR:PORT",
+    help: "one TLS port for every browser console, routed by token (off by default)",
+  },
+  {
+    long: "gateway-plain",
+    kind: "flag",
+    help: "the gateway speaks plain HTTP, for use behind a TLS-terminating reverse proxy",
+  },
+  {
+    long: "trusted-proxy",
+    kind: "string",
+    metavar: "CIDR,...",
+    help: "proxies whose X-Forwarded-For/-Proto the gateway believes (with --gateway-plain)",
+  },
+  {
+    long: "gateway-public-url",
+    kind: "string",
+    metavar: "URL",
+    help: "what replies name as the gateway [https://FQDN:PORT]",
+  },
+  {
+    long: "gateway-snf",
+    kind: "flag",
+    help: "snf requests of the gateway's type (vnc-wss; vnc-ws when plain) use the gateway",
+  },
+  {
+    long: "allowed-origins",
+    kind: "string",
+    metavar: "ORIGIN,...",
+    help: "origins WebSocket pages must come from (with --web: the gateway's own) [any]",
+  },
+  {
+    long: "web",
+    kind: "string",
+    metavar: "DIR",
+    help: "a static noVNC tree the gateway serves (e.g. /usr/share/novnc)",
+  },
+  {
+    long: "max-token-ttl",
+    kind: "float",
+    metavar: "N",
+    help: `longest life of a gateway token, seconds [${d.maxTokenTtlMs / 1000}]`,
+  },
+  {
+    long: "max-gateway-connections",
+    kind: "int",
+    metavar: "N",
+    help: `gateway connections before their request is complete [${d.maxGatewayConnections}]`,
+  },
 ];
 
 /** Help text of the daemon. */
@@ -214,6 +266,8 @@ export function parseServeArgs(args: readonly string[]): Config | "help" {
   if (positionals.length > 0) throw new UsageError(`Unexpected argument "${positionals[0]}"`);
   const str = (name: string) => values[name] as string | undefined;
   const num = (name: string) => values[name] as number | undefined;
+  // Lists are comma- or space-separated, in one value.
+  const list = (name: string) => (str(name) ?? "").split(/[,\s]+/).filter((item) => item !== "");
   const ms = (name: string) => {
     const value = num(name);
     return value === undefined ? undefined : Math.round(value * 1000);
@@ -252,6 +306,17 @@ export function parseServeArgs(args: readonly string[]): Config | "help" {
         ? undefined
         : parseAuthFailLimit(str("auth-fail-limit")!),
       maxCryptRounds: num("max-crypt-rounds"),
+      gatewayListen: str("gateway-listen") === undefined
+        ? undefined
+        : parseHostPort(str("gateway-listen")!),
+      gatewayPlain: values["gateway-plain"] === true,
+      trustedProxies: list("trusted-proxy"),
+      gatewayPublicUrl: str("gateway-public-url"),
+      gatewaySnf: values["gateway-snf"] === true,
+      allowedOrigins: str("allowed-origins") === undefined ? undefined : list("allowed-origins"),
+      webDir: str("web"),
+      maxTokenTtlMs: ms("max-token-ttl"),
+      maxGatewayConnections: num("max-gateway-connections"),
     } as Partial<Config>);
   } catch (error) {
     if (error instanceof RangeError) throw new UsageError(error.message, { cause: error });

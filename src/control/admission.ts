@@ -22,11 +22,14 @@ import {
   type ConnectFunction,
   openBackend,
 } from "../rfb/backend_handshake.ts";
+import type { Gateway, TokenOffer } from "../gateway/gateway_server.ts";
+import type { OriginPolicy } from "../http/origin_policy.ts";
 import { openPortRendezvous } from "../session/port_rendezvous.ts";
+import type { Rendezvous } from "../session/rendezvous.ts";
 import type { PortPool } from "../session/port_pool.ts";
 import { Session } from "../session/session.ts";
 import type { SessionLimits } from "../session/session_spec.ts";
-import type { AuthFailLimiter } from "./auth_fail_limiter.ts";
+import type { AuthFailLimiter } from "../auth/auth_fail_limiter.ts";
 
 /** What admission needs from the daemon. */
 export interface AdmissionDeps {
@@ -48,6 +51,10 @@ export interface AdmissionDeps {
   readonly buffers?: BufferPool;
   /** @default {Deno.connect} */
   readonly connect?: ConnectFunction;
+  /** The gateway port, when `--gateway-listen` is set. */
+  readonly gateway?: Gateway;
+  /** Which pages may open a WebSocket (`--allowed-origins`). @default {any} */
+  readonly origins?: OriginPolicy;
 }
 
 /** A control user's credentials, as a front door received them (secret). */
@@ -58,26 +65,42 @@ export interface ControlCredentials {
   readonly password: string;
 }
 
+/**
+ * How the viewer comes in: a pool port of its own (`sourcePort`, 0 lets
+ * the pool choose), or the gateway port, by a single-use token (which
+ * expires after `ttlMs`, and which only `clientAddress` may redeem when
+ * set) or by its one-time password.
+ */
+export type ViewerRoute =
+  | { readonly rendezvous: "port"; readonly sourcePort: number }
+  | { readonly rendezvous: "token"; readonly ttlMs: number; readonly clientAddress?: string }
+  | { readonly rendezvous: "password" };
+
 /** A validated request for a session, in no protocol's terms. */
 export interface SessionRequest {
   /** The VNC server. */
   readonly backend: BackendTarget;
   /** Console kind: how the viewer connects. */
   readonly kind: ConsoleType;
-  /** The pool port asked for; 0 lets the pool choose. */
-  readonly sourcePort: number;
-  /** The viewer's one-time VNC password (secret). */
-  readonly viewerPassword: string;
+  /** Where the viewer comes in. */
+  readonly route: ViewerRoute;
+  /**
+   * The viewer's one-time VNC password (secret); required but for a token,
+   * which alone is then the credential.
+   */
+  readonly viewerPassword: string | undefined;
 }
 
 /** A session ready for its viewer, and where the viewer goes. */
 export interface Admitted {
   /** The session; start it once the front door's reply went out, else close it. */
   readonly session: Session;
-  /** The port the viewer connects to. */
-  readonly port: number;
+  /** The pool port the viewer connects to; undefined through the gateway. */
+  readonly port: number | undefined;
   /** Where it listens, for log lines. */
-  readonly addresses: readonly string[];
+  readonly description: string;
+  /** In token mode: the token minted for the viewer. */
+  readonly token?: TokenOffer;
 }
 
 /**
@@ -128,9 +151,11 @@ export async function authenticate(
 }
 
 /**
- * Opens a session for an authenticated, validated request: leases a port,
- * connects to and handshakes with the VNC server, and listens. Everything
- * taken is given back if a step fails.
+ * Opens a session for an authenticated, validated request: takes its way
+ * in (a pool port first, as a full pool costs the VNC server nothing),
+ * connects to and handshakes with the VNC server, then listens on the port
+ * or registers with the gateway. Everything taken is given back if a step
+ * fails.
  *
  * @throws {RefusalError} with a reason for the front door's reply.
  */
@@ -140,13 +165,22 @@ export async function admit(
   deps: AdmissionDeps,
 ): Promise<Admitted> {
   const { config } = deps;
-  const tls = request.kind === "vnc-wss" ? deps.tls() : undefined;
-  if (request.kind === "vnc-wss" && tls === undefined) {
+  const { route } = request;
+  const gateway = route.rendezvous === "port" ? undefined : deps.gateway;
+  if (route.rendezvous !== "port" && gateway === undefined) {
+    throw new RefusalError("gateway is not configured");
+  }
+  if (route.rendezvous !== "token" && request.viewerPassword === undefined) {
+    throw new RefusalError("malformed request: password");
+  }
+  const tls = route.rendezvous === "port" && request.kind === "vnc-wss" ? deps.tls() : undefined;
+  if (route.rendezvous === "port" && request.kind === "vnc-wss" && tls === undefined) {
     throw new RefusalError("TLS is not configured");
   }
-  const lease = deps.ports.acquire(request.sourcePort);
-  logger.debug(`Got port ${lease.port} from pool, ${deps.ports.available} remaining`);
+  const lease = route.rendezvous === "port" ? deps.ports.acquire(route.sourcePort) : undefined;
+  if (lease) logger.debug(`Got port ${lease.port} from pool, ${deps.ports.available} remaining`);
   let backend: Backend | undefined;
+  let rendezvous: Rendezvous | undefined;
   try {
     using phase = startDeadline(config.serverTimeoutMs, deps.stopping);
     backend = await openBackend(request.backend, {
@@ -156,27 +190,46 @@ export async function admit(
       logger,
       ...(deps.connect ? { connect: deps.connect } : {}),
     });
-    const rendezvous = await openPortRendezvous({
-      kind: request.kind,
-      lease,
-      ports: deps.ports,
-      requestedPort: request.sourcePort,
-      listenAddress: config.proxyListenAddress,
-      signal: phase.signal,
-      logger,
-      webSocket: {
-        pingIntervalMs: config.wsPingIntervalMs,
-        handshakeTimeoutMs: config.clientTimeoutMs,
-        maxPendingHandshakes: config.maxWsHandshakes,
-      },
-      ...(tls ? { tls } : {}),
-    });
+    let port: number | undefined;
+    let token: TokenOffer | undefined;
+    let waitMs = config.connectTimeoutMs;
+    if (lease !== undefined && route.rendezvous === "port") {
+      const opened = await openPortRendezvous({
+        kind: request.kind,
+        lease,
+        ports: deps.ports,
+        requestedPort: route.sourcePort,
+        listenAddress: config.proxyListenAddress,
+        signal: phase.signal,
+        logger,
+        webSocket: {
+          pingIntervalMs: config.wsPingIntervalMs,
+          handshakeTimeoutMs: config.clientTimeoutMs,
+          maxPendingHandshakes: config.maxWsHandshakes,
+          ...(deps.origins ? { origins: deps.origins } : {}),
+        },
+        ...(tls ? { tls } : {}),
+      });
+      rendezvous = opened;
+      port = opened.port;
+    } else if (route.rendezvous === "token") {
+      token = await gateway!.offerToken({
+        ttlMs: route.ttlMs,
+        ...(route.clientAddress !== undefined ? { clientAddress: route.clientAddress } : {}),
+      });
+      rendezvous = token.rendezvous;
+      waitMs = token.ttlMs;
+    } else {
+      rendezvous = gateway!.offerPassword(request.viewerPassword!);
+    }
     const session = new Session(
       {
         backend: backend.duplex,
-        credential: { kind: "vnc-password", password: request.viewerPassword },
+        credential: request.viewerPassword === undefined
+          ? { kind: "none" }
+          : { kind: "vnc-password", password: request.viewerPassword },
         kind: request.kind,
-        limits: sessionLimits(config),
+        limits: { ...sessionLimits(config), waitMs },
       },
       rendezvous,
       {
@@ -186,12 +239,17 @@ export async function admit(
         ...(deps.buffers ? { buffers: deps.buffers } : {}),
       },
     );
-    return { session, port: rendezvous.port, addresses: rendezvous.addresses };
+    return {
+      session,
+      port,
+      description: rendezvous.description,
+      ...(token ? { token } : {}),
+    };
   } catch (error) {
-    // The rendezvous owns the lease once it was handed over: releasing
-    // again here is a no-op (leases release once).
+    // Leases and rendezvous release once: a second release is a no-op.
     backend?.duplex.close();
-    lease.release();
+    await rendezvous?.close();
+    lease?.release();
     throw error;
   }
 }

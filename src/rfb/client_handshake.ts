@@ -45,18 +45,54 @@ export async function authenticateViewer(
   password: string,
   options: ViewerAuthOptions = {},
 ): Promise<RfbVersion> {
+  const { version, challenge, response } = await challengeViewer(viewer, options);
+  const ok = verifyVncAuthResponse(password, challenge, response);
+  await sendViewerAuthResult(viewer, version, ok);
+  if (!ok) throw new ViewerAuthError();
+  return version;
+}
+
+/** What a viewer answered to the VNC Authentication challenge. */
+export interface ViewerChallenge {
+  /** The version agreed with the viewer. */
+  readonly version: RfbVersion;
+  /** The 16 random bytes it was sent. */
+  readonly challenge: Uint8Array;
+  /** Its 16-byte answer, not yet checked. */
+  readonly response: Uint8Array;
+}
+
+/**
+ * Runs the handshake up to the viewer's VNC Authentication answer, without
+ * checking it: the gateway's password mode finds the forwarding whose
+ * password the answer fits. Send the verdict with
+ * {@linkcode sendViewerAuthResult}.
+ *
+ * @throws {RfbError} when the viewer speaks a bad version or picks another
+ * security type.
+ */
+export async function challengeViewer(
+  viewer: Duplex,
+  options: ViewerAuthOptions = {},
+): Promise<ViewerChallenge> {
   const version = await offerOneSecurityType(viewer, SECURITY_VNC_AUTH);
   const challenge = (options.challenge ?? newChallenge)();
   await viewer.write(challenge);
-  const response = await readExact(viewer, CHALLENGE_LENGTH);
-  if (!verifyVncAuthResponse(password, challenge, response)) {
-    await viewer.write(
-      encodeSecurityResult(version, { ok: false, reason: "Authentication failed" }),
-    );
-    throw new ViewerAuthError();
-  }
-  await viewer.write(encodeSecurityResult(version, { ok: true }));
-  return version;
+  return { version, challenge, response: await readExact(viewer, CHALLENGE_LENGTH) };
+}
+
+/** Tells the viewer the verdict on its answer (§7.1.3; the reason on 3.8). */
+export async function sendViewerAuthResult(
+  viewer: Duplex,
+  version: RfbVersion,
+  ok: boolean,
+): Promise<void> {
+  await viewer.write(
+    encodeSecurityResult(
+      version,
+      ok ? { ok: true } : { ok: false, reason: "Authentication failed" },
+    ),
+  );
 }
 
 /**

@@ -11,6 +11,7 @@ import type { ConsoleType } from "../config.ts";
 import { describeError, RefusalError } from "../errors.ts";
 import { isTimeout } from "../io/deadline.ts";
 import { formatHostPort } from "../io/duplex.ts";
+import type { OriginPolicy } from "../http/origin_policy.ts";
 import type { TlsMaterial } from "../io/tls_material.ts";
 import type { Logger } from "../log.ts";
 import type { PortLease, PortPool } from "./port_pool.ts";
@@ -44,6 +45,8 @@ export interface PortRendezvousOptions {
     readonly pingIntervalMs: number;
     readonly handshakeTimeoutMs: number;
     readonly maxPendingHandshakes: number;
+    /** Which pages may open the WebSocket. @default {any} */
+    readonly origins?: OriginPolicy;
   };
 }
 
@@ -93,6 +96,7 @@ async function listen(
         pingIntervalMs: options.webSocket.pingIntervalMs,
         handshakeTimeoutMs: options.webSocket.handshakeTimeoutMs,
         maxPendingHandshakes: options.webSocket.maxPendingHandshakes,
+        ...(options.webSocket.origins ? { origins: options.webSocket.origins } : {}),
         signal,
         ...(tls ? { tls } : {}),
       });

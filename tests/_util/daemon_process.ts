@@ -255,9 +255,13 @@ export interface ForwardingRequestFields {
   /** @default {"127.0.0.1"} */
   readonly "destination_address"?: unknown;
   readonly "destination_port": unknown;
-  readonly password: unknown;
+  /** Absent only in token mode. */
+  readonly password?: unknown;
   readonly "source_port"?: unknown;
   readonly type?: unknown;
+  readonly gateway?: unknown;
+  readonly ttl?: unknown;
+  readonly "client_address"?: unknown;
 }
 
 /** A forwarding request as JSON text, with the defaults of {@linkcode ForwardingRequestFields}. */

@@ -299,10 +299,11 @@ export function encodeFrame(
 async function connect(options: RawWebSocketOptions): Promise<Duplex> {
   const hostname = options.hostname ?? "127.0.0.1";
   if (options.tls) {
+    // TCP to `hostname`, TLS checked against the certificate's name.
+    const tcp = await Deno.connect({ hostname, port: options.port });
     return new ConnDuplex(
-      await Deno.connectTls({
+      await Deno.startTls(tcp, {
         hostname: options.tls.hostname ?? hostname,
-        port: options.port,
         caCerts: options.tls.caCerts,
       }),
     );

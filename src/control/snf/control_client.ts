@@ -38,6 +38,12 @@ export interface ForwardingReply {
   readonly "proxy_address": string | null;
   /** Why it failed. */
   readonly reason?: string;
+  /** Token mode: the single-use token (secret). */
+  readonly token?: string;
+  /** Token mode: the WebSocket path with the token (`websockify?token=...`). */
+  readonly path?: string;
+  /** Token mode with `--web`: the noVNC page that opens the console. */
+  readonly url?: string;
 }
 
 /** Options of {@linkcode requestForwarding}. */

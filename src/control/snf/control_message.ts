@@ -9,6 +9,7 @@
 import { CONSOLE_TYPES, type ConsoleType } from "../../config.ts";
 import { RefusalError } from "../../errors.ts";
 import { unbracketHost } from "../../io/duplex.ts";
+import { canonicalIp } from "../../io/ip_address.ts";
 
 /** A validated forwarding request. */
 export interface ForwardRequest {
@@ -22,15 +23,39 @@ export interface ForwardRequest {
   readonly destinationAddress: string;
   /** VNC server port. */
   readonly destinationPort: number;
-  /** One-time VNC password (secret), Latin-1. */
-  readonly password: string;
+  /**
+   * One-time VNC password (secret), Latin-1; optional only with `gateway`,
+   * where the token alone is then the viewer's credential.
+   */
+  readonly password: string | undefined;
   /** Console type; `vnc` when absent. */
   readonly type: ConsoleType;
+  /** Token mode: the viewer comes through the gateway with a single-use token. */
+  readonly gateway: boolean;
+  /** The token's lifetime in milliseconds (`ttl`, in seconds on the wire). */
+  readonly ttlMs: number | undefined;
+  /** Only this viewer address may redeem the token (`client_address`). */
+  readonly clientAddress: string | undefined;
+}
+
+/** What an OK reply adds in token mode, after snf's fields. */
+export interface TokenReplyFields {
+  /** The single-use token (secret). */
+  readonly token: string;
+  /** The WebSocket path noVNC asks for: `websockify?token=...`. */
+  readonly path: string;
+  /** With `--web`: the noVNC page that opens the console. */
+  readonly url?: string;
 }
 
 /** A control reply. */
 export type ControlReply =
-  | { readonly status: "OK"; readonly sourcePort: number; readonly proxyAddress: string }
+  | {
+    readonly status: "OK";
+    readonly sourcePort: number;
+    readonly proxyAddress: string;
+    readonly tokenFields?: TokenReplyFields;
+  }
   | { readonly status: "FAILED"; readonly reason: string };
 
 /**
@@ -107,15 +132,36 @@ export function parseForwardRequest(text: string): ForwardRequest {
   if (!isHostLike(address)) throw malformed("destination_address");
   const destinationAddress = unbracketHost(address);
   const destinationPort = requirePort(fields, "destination_port", 1);
-  const password = requireString(fields, "password");
+  const gateway = fields.gateway === undefined ? false : requireBoolean(fields, "gateway");
+  const password = gateway && fields.password === undefined
+    ? undefined
+    : requireString(fields, "password");
   // VNC Authentication keys DES with bytes: the password must be Latin-1
   // (snf crashed on anything else) and not empty.
   // deno-lint-ignore no-control-regex
-  if (password === "" || !/^[\u0001-\u00ff]*$/.test(password)) throw malformed("password");
+  if (password !== undefined && (password === "" || !/^[\u0001-\u00ff]*$/.test(password))) {
+    throw malformed("password");
+  }
   const type = fields.type === undefined ? "vnc" : fields.type;
   if (type === null) throw malformed("type");
   if (typeof type !== "string" || !(CONSOLE_TYPES as readonly string[]).includes(type)) {
     throw new RefusalError("unsupported console type");
+  }
+  // A token is for a browser: a WebSocket console.
+  if (gateway && type === "vnc") throw new RefusalError("unsupported console type");
+  // Token-only fields: set without a token they would bind nothing.
+  let ttlMs: number | undefined;
+  if (fields.ttl !== undefined) {
+    const ttl = fields.ttl;
+    if (!gateway || typeof ttl !== "number" || !(ttl > 0) || ttl > 86_400) throw malformed("ttl");
+    ttlMs = Math.round(ttl * 1000);
+  }
+  let clientAddress: string | undefined;
+  if (fields.client_address !== undefined) {
+    const text = fields.client_address;
+    if (!gateway || typeof text !== "string") throw malformed("client_address");
+    clientAddress = canonicalIp(text);
+    if (clientAddress === undefined) throw malformed("client_address");
   }
   return {
     authUser,
@@ -125,7 +171,16 @@ export function parseForwardRequest(text: string): ForwardRequest {
     destinationPort,
     password,
     type: type as ConsoleType,
+    gateway,
+    ttlMs,
+    clientAddress,
   };
+}
+
+function requireBoolean(fields: Record<string, unknown>, name: string): boolean {
+  const value = fields[name];
+  if (typeof value !== "boolean") throw malformed(name);
+  return value;
 }
 
 function malformed(field: string): RefusalError {
@@ -165,11 +220,20 @@ export function encodeReply(reply: ControlReply): Uint8Array {
   const text = reply.status === "OK"
     ? `{"source_port": ${reply.sourcePort}, "status": "OK", "proxy_address": ${
       pythonJsonString(reply.proxyAddress)
-    }}`
+    }${tokenFieldsText(reply.tokenFields)}}`
     : `{"source_port": 0, "status": "FAILED", "reason": ${
       pythonJsonString(reply.reason)
     }, "proxy_address": null}`;
   return new TextEncoder().encode(text);
+}
+
+/** Token mode's fields after snf's: clients that ignore unknown fields keep working. */
+function tokenFieldsText(fields: TokenReplyFields | undefined): string {
+  if (fields === undefined) return "";
+  const url = fields.url === undefined ? "" : `, "url": ${pythonJsonString(fields.url)}`;
+  return `, "token": ${pythonJsonString(fields.token)}, "path": ${
+    pythonJsonString(fields.path)
+  }${url}`;
 }
 
 function pythonJsonString(text: string): string {

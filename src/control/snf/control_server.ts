@@ -17,7 +17,14 @@ import { type ConnectionSlot, ConnectionSlots } from "../../io/connection_slots.
 import { openListenerSet } from "../../http/listener_set.ts";
 import type { Logger } from "../../log.ts";
 import type { SessionRegistry } from "../../session/session_registry.ts";
-import { type AdmissionDeps, admit, type Admitted, authenticate } from "../admission.ts";
+import { publicHost, publicPort } from "../../gateway/gateway_server.ts";
+import {
+  type AdmissionDeps,
+  admit,
+  type Admitted,
+  authenticate,
+  type ViewerRoute,
+} from "../admission.ts";
 import {
   type ControlReply,
   encodeReply,
@@ -179,21 +186,33 @@ export async function handleControlConnection(
       `Request by "${request.authUser}": ${request.type} (client req'd: ${request.sourcePort}) -> ` +
         backend,
     );
+    const gateway = deps.gateway;
+    const route: ViewerRoute = request.gateway
+      ? {
+        rendezvous: "token",
+        ttlMs: request.ttlMs ?? config.connectTimeoutMs,
+        ...(request.clientAddress !== undefined ? { clientAddress: request.clientAddress } : {}),
+      }
+      : config.gatewaySnf && request.type === gateway?.consoleType
+      ? { rendezvous: "password" }
+      : { rendezvous: "port", sourcePort: request.sourcePort };
     admitted = await admit(
       {
         backend: { host: request.destinationAddress, port: request.destinationPort },
         kind: request.type,
-        sourcePort: request.sourcePort,
+        route,
         viewerPassword: request.password,
       },
       logger,
       deps,
     );
-    reply = { status: "OK", sourcePort: admitted.port, proxyAddress: deps.proxyAddress };
+    reply = replyFor(admitted, deps);
+    if (admitted.token !== undefined) {
+      const { hashPrefix, ttlMs } = admitted.token;
+      logger.info(`Token ${hashPrefix} minted, valid for ${ttlMs / 1000} s`);
+    }
     logger.info(
-      `New forwarding: ${
-        admitted.addresses.join(", ")
-      } (client req'd: ${request.sourcePort}) -> ${backend}`,
+      `New forwarding: ${admitted.description} (client req'd: ${request.sourcePort}) -> ${backend}`,
     );
   } catch (error) {
     const reason = error instanceof RefusalError
@@ -217,6 +236,35 @@ export async function handleControlConnection(
     return;
   }
   deps.sessions.start(admitted.session);
+}
+
+/**
+ * The OK reply: snf's fields (through the gateway, its public port and
+ * host), and in token mode the token, its WebSocket path and, with `--web`,
+ * the noVNC page that opens the console.
+ */
+function replyFor(admitted: Admitted, deps: ControlServerDeps): ControlReply {
+  if (admitted.port !== undefined) {
+    return { status: "OK", sourcePort: admitted.port, proxyAddress: deps.proxyAddress };
+  }
+  const url = deps.gateway!.publicUrl;
+  const base = {
+    status: "OK",
+    sourcePort: publicPort(url),
+    proxyAddress: publicHost(url),
+  } as const;
+  const token = admitted.token;
+  if (token === undefined) return base;
+  const path = `websockify?token=${token.token}`;
+  const page = `${url.origin}/vnc.html?path=${encodeURIComponent(path)}&autoconnect=true`;
+  return {
+    ...base,
+    tokenFields: {
+      token: token.token,
+      path,
+      ...(deps.config.webDir === undefined ? {} : { url: page }),
+    },
+  };
 }
 
 /** How long a control client may take to accept its reply. */

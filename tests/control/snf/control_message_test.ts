@@ -36,6 +36,9 @@ Deno.test("parseForwardRequest() accepts a complete request", () => {
     destinationPort: 5901,
     password: "one-time",
     type: "vnc-ws",
+    gateway: false,
+    ttlMs: undefined,
+    clientAddress: undefined,
   });
 });
 

@@ -11,7 +11,7 @@ import { CryptBusyError, CryptFailedError } from "../../../src/auth/crypt_pool.t
 import { hashPassword, shaCrypt } from "../../../src/auth/sha_crypt.ts";
 import { type CryptFunction, UserDb } from "../../../src/auth/user_db.ts";
 import { resolveConfig } from "../../../src/config.ts";
-import { AuthFailLimiter } from "../../../src/control/auth_fail_limiter.ts";
+import { AuthFailLimiter } from "../../../src/auth/auth_fail_limiter.ts";
 import {
   type ControlServerDeps,
   handleControlConnection,

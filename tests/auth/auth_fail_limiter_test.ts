@@ -3,7 +3,7 @@ import {
   addressKey,
   AuthFailLimiter,
   parseAuthFailLimit,
-} from "../../src/control/auth_fail_limiter.ts";
+} from "../../src/auth/auth_fail_limiter.ts";
 
 Deno.test("parseAuthFailLimit() reads N/s, 0 and off, and refuses the rest", () => {
   const good: readonly (readonly [string, number])[] = [

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type ListenerScheme, OriginPolicy, parseOrigin } from "../../src/gateway/origin_policy.ts";
+import { type ListenerScheme, OriginPolicy, parseOrigin } from "../../src/http/origin_policy.ts";
 import { parseRequestHead } from "../../src/http/request_head.ts";
 
 const LISTED = [

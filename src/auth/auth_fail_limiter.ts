@@ -122,32 +122,34 @@ export class AuthFailLimiter {
   }
 
   /**
-   * Takes one token for `address` and one for `user` before a password
-   * check. Returns the limit that is exhausted, taking nothing, or
-   * `undefined` when the check may run.
+   * Takes one token for `address` and one for `user` (when given; the
+   * gateway's claims have no user) before a check. Returns the limit that
+   * is exhausted, taking nothing, or `undefined` when the check may run.
    */
-  take(address: string, user: string): AuthFailLimit | undefined {
+  take(address: string, user?: string): AuthFailLimit | undefined {
     if (!this.enabled) return undefined;
     const now = this.#now();
     const key = addressKey(address);
-    const userKey = user.slice(0, USER_KEY_LENGTH);
     const byAddress = this.#bucket(this.#addresses, key, now);
-    const byUser = this.#bucket(this.#users, userKey, now);
     if (byAddress.tokens < 1) return "address";
-    if (byUser.tokens < 1) return "user";
+    const userKey = user?.slice(0, USER_KEY_LENGTH);
+    const byUser = userKey === undefined ? undefined : this.#bucket(this.#users, userKey, now);
+    if (byUser !== undefined && byUser.tokens < 1) return "user";
     byAddress.tokens -= 1;
-    byUser.tokens -= 1;
     this.#keep(this.#addresses, key, byAddress);
-    this.#keep(this.#users, userKey, byUser);
+    if (byUser !== undefined) {
+      byUser.tokens -= 1;
+      this.#keep(this.#users, userKey!, byUser);
+    }
     return undefined;
   }
 
   /** Gives back the tokens {@linkcode take} took for a check that succeeded. */
-  giveBack(address: string, user: string): void {
+  giveBack(address: string, user?: string): void {
     if (!this.enabled) return;
     const now = this.#now();
-    const userKey = user.slice(0, USER_KEY_LENGTH);
-    const keys = [[this.#addresses, addressKey(address)], [this.#users, userKey]] as const;
+    const keys: [Map<string, Bucket>, string][] = [[this.#addresses, addressKey(address)]];
+    if (user !== undefined) keys.push([this.#users, user.slice(0, USER_KEY_LENGTH)]);
     for (const [map, key] of keys) {
       const bucket = map.get(key);
       if (bucket === undefined) continue;

@@ -1,0 +1,94 @@
+/**
+ * Test helpers for the gateway: a daemon with `--gateway-listen`, the
+ * gateway's port from its log, and a viewer's RFB handshake over a raw
+ * WebSocket (security None for a token, VNC Authentication otherwise).
+ *
+ * @module
+ */
+
+import { vncAuthResponse } from "../../src/rfb/vnc_auth.ts";
+import { type DaemonProcess, startDaemon } from "./daemon_process.ts";
+import { type RawWebSocket } from "./raw_websocket.ts";
+import { makeTestCertificate, type TestCertificate } from "./tls.ts";
+
+/** A daemon with a gateway, and what a test needs to reach it. */
+export interface GatewayDaemon extends AsyncDisposable {
+  readonly daemon: DaemonProcess;
+  /** The gateway's port on this host. */
+  readonly gatewayPort: number;
+  /** The certificate the gateway serves (unless plain). */
+  readonly certificate?: TestCertificate;
+}
+
+/** Starts a daemon whose gateway listens on `listen` (default 127.0.0.1:0). */
+export async function startGatewayDaemon(options: {
+  readonly users: Readonly<Record<string, string>>;
+  readonly args?: readonly string[];
+  readonly plain?: boolean;
+  readonly listen?: string;
+}): Promise<GatewayDaemon> {
+  const certificate = options.plain ? undefined : await makeTestCertificate();
+  const daemon = await startDaemon({
+    users: options.users,
+    args: [
+      `--gateway-listen=${options.listen ?? "127.0.0.1:0"}`,
+      ...(certificate
+        ? [`--cert-file=${certificate.certFile}`, `--key-file=${certificate.keyFile}`]
+        : ["--gateway-plain"]),
+      ...(options.args ?? []),
+    ],
+  });
+  const line = await daemon.waitForLine(/Gateway on /);
+  const gatewayPort = Number(/Gateway on \S*?:(\d+)/.exec(line)![1]);
+  return {
+    daemon,
+    gatewayPort,
+    ...(certificate ? { certificate } : {}),
+    async [Symbol.asyncDispose]() {
+      await daemon[Symbol.asyncDispose]();
+      await certificate?.[Symbol.asyncDispose]();
+    },
+  };
+}
+
+/** Reads whole frames until at least `count` payload bytes have arrived. */
+export async function readPayload(socket: RawWebSocket, count: number): Promise<Uint8Array> {
+  let bytes = new Uint8Array();
+  while (bytes.length < count) {
+    const frame = await socket.readFrame();
+    if (frame === null) throw new Error("WebSocket closed early");
+    if (frame.opcode === 0x8) throw new Error("WebSocket close frame");
+    const next = new Uint8Array(bytes.length + frame.payload.length);
+    next.set(bytes);
+    next.set(frame.payload, bytes.length);
+    bytes = next;
+  }
+  return bytes;
+}
+
+/**
+ * Runs a 3.8 viewer's handshake over the WebSocket: security None when
+ * `password` is undefined, VNC Authentication otherwise; then ClientInit.
+ * Resolves to the SecurityResult status (0 = OK).
+ */
+export async function viewerHandshake(
+  socket: RawWebSocket,
+  password?: string,
+): Promise<number> {
+  const decoder = new TextDecoder();
+  if (decoder.decode(await readPayload(socket, 12)) !== "RFB 003.008\n") {
+    throw new Error("Not an RFB 3.8 greeting");
+  }
+  await socket.sendBinary(new TextEncoder().encode("RFB 003.008\n"));
+  const offer = await readPayload(socket, 2);
+  const type = password === undefined ? 1 : 2;
+  if (offer[0] !== 1 || offer[1] !== type) throw new Error(`Offered [${[...offer]}]`);
+  await socket.sendBinary(Uint8Array.of(type));
+  if (password !== undefined) {
+    const challenge = await readPayload(socket, 16);
+    await socket.sendBinary(vncAuthResponse(password, challenge));
+  }
+  const result = new DataView((await readPayload(socket, 4)).buffer).getUint32(0);
+  if (result === 0) await socket.sendBinary(Uint8Array.of(1)); // ClientInit
+  return result;
+}
