@@ -105,14 +105,21 @@ export interface Gateway {
   close(): Promise<void>;
 }
 
-/** The one answer to every refused claim: no hint which part was wrong. */
-const FORBIDDEN = encodeErrorResponse(403);
-
-/** Security headers on every gateway response (static ones add theirs). */
+/** Security headers on every gateway refusal (static files bring theirs). */
 const SECURITY_HEADERS: readonly (readonly [string, string])[] = [
   ["X-Content-Type-Options", "nosniff"],
   ["Cache-Control", "no-store"],
 ];
+
+/** The one answer to every refused claim: no hint which part was wrong. */
+const FORBIDDEN = encodeErrorResponse(403, { headers: SECURITY_HEADERS });
+
+/** A WebSocket viewer past its upgrade, to be matched by its password. */
+interface PasswordViewer {
+  readonly socket: WebSocketDuplex;
+  /** Its address (after trusted proxies), for the rate limit and logs. */
+  readonly ip: string;
+}
 
 /**
  * Binds the gateway and starts serving.
@@ -160,33 +167,57 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     using _held = slot;
     let handedOver = false;
     try {
-      // Phase 1: TLS handshake and request head, one deadline.
+      // Phase 1: TLS handshake, request head and upgrade, one deadline.
+      let routed: boolean | PasswordViewer;
+      {
+        using phase = startDeadline(config.clientTimeoutMs, deps.stopping);
+        routed = await withDeadline(
+          duplex,
+          phase.signal,
+          () => route(conn, duplex, slot, log, phase.signal),
+        );
+      }
+      if (typeof routed === "boolean") {
+        handedOver = routed;
+        return;
+      }
+      // Phase 2 (password mode): the RFB challenge, a deadline of its own.
       using phase = startDeadline(config.clientTimeoutMs, deps.stopping);
-      handedOver = await withDeadline(duplex, phase.signal, async () => {
-        const bytes = await readRequestHead(duplex, { slot });
-        if (typeof bytes === "number") {
-          await refuse(conn, duplex, bytes, log, "malformed request head", phase.signal);
-          return false;
-        }
-        let head: RequestHead;
-        try {
-          head = parseRequestHead(bytes);
-        } catch (error) {
-          await refuse(conn, duplex, 400, log, describeError(error), phase.signal);
-          return false;
-        }
-        const peer = viewerAddress(conn, head, deps.trustedProxies);
-        if (!wantsWebSocket(head)) {
-          await serveStatic(conn, duplex, head, log, phase.signal);
-          return false;
-        }
-        return await upgrade(conn, duplex, head, peer, { slot, log, signal: phase.signal });
-      });
+      const { socket } = routed;
+      handedOver = await withDeadline(socket, phase.signal, () => matchByPassword(routed, log));
     } catch (error) {
       if (!slot.evicted) log.debug(`Gateway connection failed: ${describeError(error)}`);
     } finally {
       if (!handedOver) duplex.close();
     }
+  }
+
+  /** Reads the request head and routes it; see {@linkcode upgrade}. */
+  async function route(
+    conn: Deno.Conn,
+    duplex: Duplex,
+    slot: ConnectionSlot,
+    log: Logger,
+    signal: AbortSignal,
+  ): Promise<boolean | PasswordViewer> {
+    const bytes = await readRequestHead(duplex, { slot });
+    if (typeof bytes === "number") {
+      await refuse(conn, duplex, bytes, log, "malformed request head", signal);
+      return false;
+    }
+    let head: RequestHead;
+    try {
+      head = parseRequestHead(bytes);
+    } catch (error) {
+      await refuse(conn, duplex, 400, log, describeError(error), signal);
+      return false;
+    }
+    const peer = viewerAddress(conn, head, deps.trustedProxies);
+    if (!wantsWebSocket(head)) {
+      await serveStatic(conn, duplex, head, log, signal);
+      return false;
+    }
+    return await upgrade(conn, duplex, head, peer, { slot, log, signal });
   }
 
   /** Routes a WebSocket upgrade by its token, or by its RFB answer; true when handed over. */
@@ -196,7 +227,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     head: RequestHead,
     peer: { ip: string; scheme: ListenerScheme },
     phase: { slot: ConnectionSlot; log: Logger; signal: AbortSignal },
-  ): Promise<boolean> {
+  ): Promise<boolean | PasswordViewer> {
     const { log, signal } = phase;
     const origin = policy.origins?.check(head.headers.get("origin"), peer.scheme) ??
       { ok: false, why: "the gateway is starting" };
@@ -242,16 +273,22 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     const socket = await acceptUpgrade(duplex, verdict, {
       pingIntervalMs: config.wsPingIntervalMs,
     });
+    return { socket, ip: peer.ip };
+  }
+
+  /** Password mode: one challenge, one answer, the forwarding it fits or nothing. */
+  async function matchByPassword(viewer: PasswordViewer, log: Logger): Promise<boolean> {
+    const { socket, ip } = viewer;
     const answer = await challengeViewer(socket);
     const entry = passwords.match(answer.challenge, answer.response);
     await sendViewerAuthResult(socket, answer.version, entry !== undefined);
     if (entry === undefined) {
-      log.warn(`Authentication failed for client ${peer.ip}: no pending forwarding matches`);
+      log.warn(`Authentication failed for client ${ip}: no pending forwarding matches`);
       socket.close();
       return false;
     }
-    deps.claimFailures.giveBack(peer.ip);
-    log.info(`Client ${peer.ip} matched a pending forwarding by its password`);
+    deps.claimFailures.giveBack(ip);
+    log.info(`Client ${ip} matched a pending forwarding by its password`);
     return handOver(entry, socket, true, log);
   }
 
@@ -363,7 +400,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
         ttlMs: options.ttlMs,
         ...(options.clientAddress !== undefined ? { clientAddress: options.clientAddress } : {}),
       });
-      remove = () => void tokens.remove(rendezvous);
+      remove = () => void tokens.remove(rendezvous).catch(() => {});
       return {
         rendezvous,
         token: issued.token,
