@@ -36,7 +36,8 @@ export const NOVNC_DIR: string | undefined = findNoVncDir();
 const DEFAULT_TIMEOUT_MS = 10_000;
 const MAX_CONSOLE_LINES = 200;
 
-const CHROMIUM_ARGS = [
+/** Flags for headless Chromium in a container (no sandbox, no GPU, no background traffic). */
+export const CHROMIUM_ARGS: readonly string[] = [
   "--headless",
   "--no-sandbox",
   "--disable-gpu",

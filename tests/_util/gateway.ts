@@ -28,16 +28,23 @@ export async function startGatewayDaemon(options: {
   readonly listen?: string;
 }): Promise<GatewayDaemon> {
   const certificate = options.plain ? undefined : await makeTestCertificate();
-  const daemon = await startDaemon({
-    users: options.users,
-    args: [
-      `--gateway-listen=${options.listen ?? "127.0.0.1:0"}`,
-      ...(certificate
-        ? [`--cert-file=${certificate.certFile}`, `--key-file=${certificate.keyFile}`]
-        : ["--gateway-plain"]),
-      ...(options.args ?? []),
-    ],
-  });
+  let daemon: DaemonProcess;
+  try {
+    daemon = await startDaemon({
+      users: options.users,
+      args: [
+        `--gateway-listen=${options.listen ?? "127.0.0.1:0"}`,
+        ...(certificate
+          ? [`--cert-file=${certificate.certFile}`, `--key-file=${certificate.keyFile}`]
+          : ["--gateway-plain"]),
+        ...(options.args ?? []),
+      ],
+    });
+  } catch (error) {
+    // A daemon that did not start (a port taken, say) leaves no certificate behind.
+    await certificate?.[Symbol.asyncDispose]();
+    throw error;
+  }
   const line = await daemon.waitForLine(/Gateway on /);
   const gatewayPort = Number(/Gateway on \S*?:(\d+)/.exec(line)![1]);
   return {
