@@ -211,7 +211,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   {
     long: "gateway-snf",
     kind: "flag",
-    help: "snf requests of the gateway's type (vnc-wss; vnc-ws when plain) use the gateway",
+    help: "snf requests of the gateway's type (vnc-wss for an https public URL) use it",
   },
   {
     long: "allowed-origins",

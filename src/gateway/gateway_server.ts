@@ -88,7 +88,11 @@ export interface Gateway {
   readonly addresses: readonly string[];
   /** What replies name as the gateway. */
   readonly publicUrl: URL;
-  /** The gateway's WebSocket scheme: `vnc-wss` over TLS, `vnc-ws` when plain. */
+  /**
+   * The console type viewers reach the gateway with: `vnc-wss` when its
+   * public URL is https (a TLS gateway, or a plain one behind a TLS proxy),
+   * else `vnc-ws`.
+   */
   readonly consoleType: "vnc-ws" | "vnc-wss";
   /** Mints a single-use token whose redemption reaches the returned rendezvous. */
   offerToken(options: { ttlMs: number; clientAddress?: string }): Promise<TokenOffer>;
@@ -389,7 +393,8 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
   return {
     addresses: listeners.addresses,
     publicUrl,
-    consoleType: config.gatewayPlain ? "vnc-ws" : "vnc-wss",
+    // What the viewer's page speaks: behind a TLS proxy a plain gateway is wss too.
+    consoleType: publicUrl.protocol === "https:" ? "vnc-wss" : "vnc-ws",
     async offerToken(options) {
       let remove: () => void = () => {};
       const rendezvous = new HandoffRendezvous(
