@@ -65,6 +65,10 @@ export interface Config {
   readonly portCooldownMs: number;
   /** WebSocket ping interval; 0 disables pings. */
   readonly wsPingIntervalMs: number;
+  /** Free relay buffer bytes kept for reuse after traffic calms down. */
+  readonly relayBufferIdleBytes: number;
+  /** Relay buffer bytes lent out at once before sessions get small ones. */
+  readonly relayBufferLentBytes: number;
 }
 
 /** snf-vncauthproxy's defaults, plus ours for the settings it lacks. */
@@ -93,6 +97,8 @@ export const DEFAULT_CONFIG: Config = Object.freeze({
   drainTimeoutMs: 5_000,
   portCooldownMs: 2_000,
   wsPingIntervalMs: 0,
+  relayBufferIdleBytes: 4 * 1024 * 1024,
+  relayBufferLentBytes: 64 * 1024 * 1024,
 });
 
 /**
@@ -128,6 +134,8 @@ export function resolveConfig(overrides: Partial<Config> = {}): Config {
       ["--drain-timeout", config.drainTimeoutMs],
       ["--port-cooldown", config.portCooldownMs],
       ["--ws-ping-interval", config.wsPingIntervalMs],
+      ["relayBufferIdleBytes", config.relayBufferIdleBytes],
+      ["relayBufferLentBytes", config.relayBufferLentBytes],
     ] as const
   ) {
     if (!(value >= 0) || !Number.isFinite(value)) {

@@ -14,6 +14,7 @@ import { type Config, isWildcardAddress } from "./config.ts";
 import { type ControlServer, startControlServer } from "./control/control_server.ts";
 import type { Forwarding, TlsMaterial } from "./forward/forwarding.ts";
 import { PortPool } from "./forward/port_pool.ts";
+import { BufferPool } from "./io/buffer_pool.ts";
 import { getFqdn } from "./io/fqdn.ts";
 import type { Logger } from "./log.ts";
 import { acquirePidFile, type PidFile } from "./pid_file.ts";
@@ -72,6 +73,10 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
     const ports = new PortPool(config.minPort, config.maxPort, {
       cooldownMs: config.portCooldownMs,
     });
+    const buffers = new BufferPool({
+      maxIdleBytes: config.relayBufferIdleBytes,
+      maxLentBytes: config.relayBufferLentBytes,
+    });
 
     try {
       control = await startControlServer({
@@ -83,6 +88,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
         proxyAddress,
         stopping: stopping.signal,
         closing: closing.signal,
+        buffers,
         track(forwarding, running) {
           sessions.set(forwarding, running);
           running.finally(() => sessions.delete(forwarding));

@@ -10,6 +10,7 @@
 import type { UserDb } from "../auth/users_file.ts";
 import type { Config } from "../config.ts";
 import { describeError, RefusalError } from "../errors.ts";
+import type { BufferPool } from "../io/buffer_pool.ts";
 import { ConnDuplex, type Duplex, formatHostPort } from "../io/duplex.ts";
 import { isTimeout, raceDeadline, startDeadline, withDeadline } from "../io/deadline.ts";
 import { bindAll } from "../io/listen_addresses.ts";
@@ -42,6 +43,8 @@ export interface ControlServerDeps {
   readonly stopping: AbortSignal;
   /** Aborted when the drain time is over. */
   readonly closing: AbortSignal;
+  /** The relay buffers all sessions share. */
+  readonly buffers: BufferPool;
   /** Registers a running forwarding with the daemon. */
   readonly track: (forwarding: Forwarding, running: Promise<void>) => void;
   /** @default {Deno.connect} */
@@ -261,6 +264,9 @@ export async function handleControlConnection(
   deps.track(forwarding, forwarding.run());
 }
 
+/** First size of the buffer a control request is read into. */
+const FIRST_REQUEST_BUFFER = 1024;
+
 /** How long a control client may take to accept its reply. */
 const REPLY_TIMEOUT_MS = 10_000;
 
@@ -288,11 +294,18 @@ async function sendReply(control: Duplex, reply: ControlReply, logger: Logger): 
  */
 export async function readRequestText(control: Duplex, maxBytes: number): Promise<string> {
   const scanner = new JsonObjectScanner();
-  const buffer = new Uint8Array(maxBytes);
+  // Requests are a few hundred bytes: start small and grow up to the bound,
+  // so a flood of connections does not cost `maxBytes` each.
+  let buffer = new Uint8Array(Math.min(maxBytes, FIRST_REQUEST_BUFFER));
   let filled = 0;
   while (true) {
     if (filled === maxBytes) throw new RefusalError("malformed request: too large");
-    const n = await control.read(buffer.subarray(filled, Math.min(maxBytes, filled + 16 * 1024)));
+    if (filled === buffer.length) {
+      const grown = new Uint8Array(Math.min(maxBytes, buffer.length * 4));
+      grown.set(buffer);
+      buffer = grown;
+    }
+    const n = await control.read(buffer.subarray(filled));
     if (n === null) {
       throw new RefusalError(
         filled === 0 ? "malformed request: empty" : "malformed request: incomplete JSON",

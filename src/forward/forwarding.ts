@@ -7,6 +7,7 @@
  */
 
 import type { Config } from "../config.ts";
+import type { BufferPool } from "../io/buffer_pool.ts";
 import type { ForwardRequest } from "../control/control_message.ts";
 import { describeError, RefusalError, RfbError } from "../errors.ts";
 import { readU8 } from "../io/byte_reader.ts";
@@ -42,6 +43,8 @@ export interface ForwardingDeps {
   readonly stopping: AbortSignal;
   /** Aborted when the drain time is over: live sessions end. */
   readonly closing: AbortSignal;
+  /** The relay buffers all sessions share. */
+  readonly buffers: BufferPool;
   /** @default {Deno.connect} */
   readonly connect?: ConnectFunction;
 }
@@ -87,7 +90,7 @@ export async function setUpForwarding(
     for (let attempt = 1;; attempt++) {
       const listener = await listen(lease.port, request, deps, tls);
       if (listener !== undefined) {
-        return new Forwarding(request, deps, { lease, listener, backend });
+        return new Forwarding(deps, { password: request.password, lease, listener, backend });
       }
       // Something else holds the port: try another one from the pool.
       lease.release();
@@ -134,13 +137,24 @@ async function listen(
   }
 }
 
-/** A forwarding between its control reply and its end. */
+/** What a forwarding keeps of its deps for its whole life. */
+type SessionDeps = Pick<
+  ForwardingDeps,
+  "config" | "logger" | "ports" | "stopping" | "closing" | "buffers"
+>;
+
+/**
+ * A forwarding between its control reply and its end. It keeps only what
+ * the session needs, and lets go of each part once it is done with it (the
+ * viewer's one-time password after authentication, the listener once the
+ * viewer is in), since thousands may be live at once.
+ */
 export class Forwarding {
-  readonly #request: ForwardRequest;
-  readonly #deps: ForwardingDeps;
+  readonly #deps: SessionDeps;
   readonly #lease: PortLease;
-  readonly #listener: ClientListener;
-  readonly #backend: Backend;
+  readonly #server: Duplex;
+  #password: string | undefined;
+  #listener: ClientListener | undefined;
   #viewer: Duplex | undefined;
   #state: ForwardingState = "listening";
   #closed = false;
@@ -149,15 +163,15 @@ export class Forwarding {
 
   /** Use {@linkcode setUpForwarding}. */
   constructor(
-    request: ForwardRequest,
     deps: ForwardingDeps,
-    parts: { lease: PortLease; listener: ClientListener; backend: Backend },
+    parts: { password: string; lease: PortLease; listener: ClientListener; backend: Backend },
   ) {
-    this.#request = request;
-    this.#deps = deps;
+    const { config, logger, ports, stopping, closing, buffers } = deps;
+    this.#deps = { config, logger, ports, stopping, closing, buffers };
+    this.#password = parts.password;
     this.#lease = parts.lease;
     this.#listener = parts.listener;
-    this.#backend = parts.backend;
+    this.#server = parts.backend.duplex;
   }
 
   /** The forwarded port. */
@@ -170,9 +184,9 @@ export class Forwarding {
     return this.#state;
   }
 
-  /** The listener's addresses, for log lines. */
+  /** The listener's addresses, for log lines; empty once the viewer is in. */
   get addresses(): readonly string[] {
-    return this.#listener.addresses;
+    return this.#listener?.addresses ?? [];
   }
 
   /**
@@ -191,9 +205,14 @@ export class Forwarding {
       }
       this.#viewer = viewer;
       logger.info(`Connection from ${viewer.remoteAddress}`);
+      // The listener stopped listening when the viewer won (a WebSocket
+      // listener still answers, on their own deadline, the handshakes that
+      // were in flight then): the session has no more use for it.
+      this.#listener = undefined;
 
       this.#setState("authenticating");
       const clientInit = await this.#authenticate(viewer);
+      this.#password = undefined;
       if (clientInit === undefined) {
         outcome = "client handshake failed";
         return;
@@ -201,12 +220,13 @@ export class Forwarding {
       // With QEMU's default policy an exclusive viewer drops every other
       // client of the VM, another forwarding's backend included (DESIGN §4.7).
       const shared = config.allowExclusive ? clientInit : 1;
-      await this.#backend.duplex.write(Uint8Array.of(shared));
+      await this.#server.write(Uint8Array.of(shared));
 
       this.#setState("relaying");
-      const result = await relay(viewer, this.#backend.duplex, {
+      const result = await relay(viewer, this.#server, {
         signal: this.#deps.closing,
         counters: this.counters,
+        pool: this.#deps.buffers,
       });
       outcome = result.endedBy === "a"
         ? "client closed"
@@ -230,10 +250,11 @@ export class Forwarding {
   /** Waits `--connect-timeout` for the first viewer; a string says why none came. */
   async #waitForViewer(): Promise<Duplex | string> {
     const { config, logger } = this.#deps;
-    logger.info(`Waiting for a client to connect at ${this.#listener.addresses.join(", ")}`);
+    const listener = this.#listener!;
+    logger.info(`Waiting for a client to connect at ${listener.addresses.join(", ")}`);
     using phase = startDeadline(config.connectTimeoutMs, this.#deps.stopping);
     try {
-      return await this.#listener.acceptOne(phase.signal);
+      return await listener.acceptOne(phase.signal);
     } catch (error) {
       if (isTimeout(error)) {
         logger.info(`Timed out, no connection after ${config.connectTimeoutMs / 1000} sec`);
@@ -253,7 +274,7 @@ export class Forwarding {
     using phase = startDeadline(config.clientTimeoutMs, this.#deps.closing);
     try {
       return await withDeadline(viewer, phase.signal, async () => {
-        const version = await authenticateViewer(viewer, this.#request.password);
+        const version = await authenticateViewer(viewer, this.#password!);
         logger.debug(`Client ${viewer.remoteAddress} authenticated with RFB ${version}`);
         // RFC 6143 §7.3.1: ClientInit is one byte, the shared flag.
         return await readU8(viewer);
@@ -274,10 +295,11 @@ export class Forwarding {
     this.#closed = true;
     this.#setState("closed");
     this.#viewer?.close();
-    this.#backend.duplex.close();
+    this.#server.close();
     try {
-      await this.#listener.close();
+      await this.#listener?.close();
     } finally {
+      this.#listener = undefined;
       this.#lease.release();
       this.#deps.logger.debug(
         `Returned port ${this.#lease.port} to port pool, contains ${this.#deps.ports.available} ports`,
