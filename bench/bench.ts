@@ -15,6 +15,7 @@ import { machineInfo } from "./procfs.ts";
 import {
   createUsersFile,
   type Daemon,
+  daemonHasFlag,
   type FakeServer,
   installed,
   raiseOwnOpenFiles,
@@ -37,6 +38,7 @@ import {
   concurrency,
   describe,
   echo,
+  floodEcho,
   passwordCheck,
   setupLatency,
   storm,
@@ -51,7 +53,12 @@ import {
 } from "./sessions.ts";
 
 const MIB = 1024 * 1024;
-const POOL = { minPort: 20_000, maxPort: 26_000 };
+/** Below Linux's ephemeral ports (32768 and up), room for 10,000 sessions. */
+const POOL = { minPort: 20_000, maxPort: 31_999 };
+/** Descriptors the daemon needs besides two per idle session (set-ups in flight, its own). */
+const FD_MARGIN = 256;
+/** The flag that turns the control auth-failure rate limit off, where it exists. */
+const AUTH_FAIL_LIMIT_FLAG = "auth-fail-limit";
 
 const FULL: BenchSizes = {
   tcpBytes: 1024 * MIB,
@@ -62,6 +69,12 @@ const FULL: BenchSizes = {
   echoes: 2_000,
   sessions: [1_000, 5_000],
   bytesEach: MIB,
+  idleSessions: 10_000,
+  idleMs: 40_000,
+  settleMs: 60_000,
+  floodClients: 32,
+  floodMs: 5_000,
+  floodBaselineEchoes: 2_000,
 };
 
 const QUICK: BenchSizes = {
@@ -73,6 +86,12 @@ const QUICK: BenchSizes = {
   echoes: 20,
   sessions: [50],
   bytesEach: MIB,
+  idleSessions: 100,
+  idleMs: 0,
+  settleMs: 0,
+  floodClients: 32,
+  floodMs: 1_000,
+  floodBaselineEchoes: 20,
 };
 
 const encoder = new TextEncoder();
@@ -244,7 +263,7 @@ function skipIf<T>(
 /**
  * Sessions at once, largest count first. Each proxied run gets a fresh
  * daemon, so its memory at start is a real baseline and no run inherits
- * the previous one's buffers.
+ * the previous one's buffers; the largest count's memory is read.
  */
 async function runConcurrency(ctx: Context, wsUnavailable: string | undefined): Promise<void> {
   const { sizes, results } = ctx;
@@ -254,8 +273,8 @@ async function runConcurrency(ctx: Context, wsUnavailable: string | undefined): 
     bytesEach: sizes.bytesEach,
     openInflight: 64,
     measureMemory,
-    // Full mode also reads RSS once V8's memory reducer has run.
-    settleMs: ctx.quick ? 0 : 40_000,
+    idleMs: sizes.idleMs,
+    settleMs: sizes.settleMs,
   });
   for (const n of counts) results.concurrency[String(n)] = {};
   for (const [name, target] of Object.entries(referenceTargets(ctx, false))) {
@@ -280,10 +299,68 @@ async function runConcurrency(ctx: Context, wsUnavailable: string | undefined): 
         await using daemon = await startDaemon(ctx.users, ctx.fake.port, POOL);
         // Let the fresh daemon settle before its baseline RSS is read.
         await new Promise((resolve) => setTimeout(resolve, 500));
-        return await concurrency(proxyTarget(type, daemon.endpoint, daemon.pid), n, options(true));
+        // Only the largest count's memory is reported: the others skip the idle and settle waits.
+        const target = proxyTarget(type, daemon.endpoint, daemon.pid);
+        return await concurrency(target, n, options(n === counts[0]));
       }, allStreamed);
     }
   }
+}
+
+/**
+ * As many idle `vnc` sessions as asked for, or as the open-files limit
+ * leaves room for (two descriptors each), in a fresh daemon: memory only.
+ */
+async function runIdleMemory(ctx: Context, openFiles: number): Promise<void> {
+  const { sizes, results } = ctx;
+  const fitting = Math.floor((openFiles - FD_MARGIN) / 2 / 100) * 100;
+  const sessions = Math.min(sizes.idleSessions, fitting);
+  results.idleLimit = { wanted: sizes.idleSessions, sessions, openFiles };
+  results.idle = await scenario(
+    `${sessions} idle sessions vnc`,
+    ctx.quick ? 60_000 : 300_000,
+    async () => {
+      await using daemon = await startDaemon(ctx.users, ctx.fake.port, POOL);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      return await concurrency(proxyTarget("vnc", daemon.endpoint, daemon.pid), sessions, {
+        bytesEach: 0,
+        openInflight: 64,
+        measureMemory: true,
+        idleMs: sizes.idleMs,
+        settleMs: sizes.settleMs,
+      });
+    },
+    (r) =>
+      r.opened === r.sessions
+        ? undefined
+        : `${r.opened}/${r.sessions} opened; first error: ${r.firstError}`,
+  );
+}
+
+/**
+ * A live session's echo during a flood of unknown-user control requests,
+ * in a daemon with the auth-failure rate limit off where the flag exists
+ * (the flood is then answered by crypts, the worst case).
+ */
+async function runFlood(ctx: Context): Promise<void> {
+  const { sizes, results } = ctx;
+  const flag = await daemonHasFlag(AUTH_FAIL_LIMIT_FLAG);
+  results.floodDaemonFlags = flag ? [`--${AUTH_FAIL_LIMIT_FLAG}=0`] : [];
+  results.flood = await scenario(
+    `echo vnc during a control flood x${sizes.floodClients}`,
+    60_000,
+    async () => {
+      await using daemon = await startDaemon(ctx.users, ctx.fake.port, {
+        ...POOL,
+        args: results.floodDaemonFlags!,
+      });
+      return await floodEcho(proxyTarget("vnc", daemon.endpoint, daemon.pid), daemon.endpoint, {
+        clients: sizes.floodClients,
+        baselineEchoes: sizes.floodBaselineEchoes,
+        floodMs: sizes.floodMs,
+      });
+    },
+  );
 }
 
 function timestamp(): string {
@@ -294,6 +371,8 @@ function timestamp(): string {
 function outcomes(results: BenchResults): [string, Outcome<unknown>][] {
   const list: [string, Outcome<unknown>][] = [];
   if (results.password) list.push(["password", results.password]);
+  if (results.flood) list.push(["flood", results.flood]);
+  if (results.idle) list.push(["idle sessions", results.idle]);
   for (const family of ["throughput", "echo", "setup", "storm"] as const) {
     for (const [name, outcome] of Object.entries(results[family])) {
       list.push([`${family} ${name}`, outcome as Outcome<unknown>]);
@@ -352,7 +431,9 @@ async function main(args: string[]): Promise<number> {
     () => passwordCheck(users.path, users.user, users.password, quick ? 20 : 1_000),
   );
   const wsUnavailable = await runSessionScenarios(ctx);
+  await runFlood(ctx);
   await runConcurrency(ctx, wsUnavailable);
+  await runIdleMemory(ctx, ownLimit);
 
   const full = !quick;
   print(formatTable(results, sizes, full));

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { DAEMON_PERMISSIONS, readLines, runMain } from "../tests/_util/daemon_process.ts";
+import { readLines, runMain } from "../tests/_util/daemon_process.ts";
 import { openFilesLimit, processTree } from "./procfs.ts";
 import type { ProxyEndpoint } from "./sessions.ts";
 
@@ -16,6 +16,7 @@ import type { ProxyEndpoint } from "./sessions.ts";
 export const WANTED_OPEN_FILES = 65_536;
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
+const DENO_JSON = new URL("../deno.json", import.meta.url).pathname;
 const FAKE_SERVER = new URL("./fake_vnc_server.ts", import.meta.url).pathname;
 const KEPT_LINES = 40;
 
@@ -76,8 +77,9 @@ async function spawn(
   command: string,
   args: string[],
   ready: RegExp | undefined,
-  timeoutMs = 20_000,
+  options: { timeoutMs?: number; env?: Readonly<Record<string, string>> } = {},
 ): Promise<{ started: Started; match: RegExpExecArray | undefined }> {
+  const timeoutMs = options.timeoutMs ?? 20_000;
   const [cmd, cmdArgs] = HAS_PRLIMIT
     ? ["prlimit", [`--nofile=${openFiles}:${openFiles}`, "--", command, ...args]]
     : [command, args];
@@ -86,7 +88,7 @@ async function spawn(
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1" },
+    env: { ...options.env, NO_COLOR: "1" },
   }).spawn();
   const lines: string[] = [];
   let exited = false;
@@ -211,26 +213,75 @@ export interface DaemonOptions {
   readonly maxPort: number;
   /** Extra flags for `deno run`, e.g. `--cpu-prof`. @default {[]} */
   readonly denoFlags?: readonly string[];
+  /** Extra daemon flags. @default {[]} */
+  readonly args?: readonly string[];
 }
 
-/** Starts `main.ts` with a pool of `minPort`..`maxPort` and no port rest. */
+/** How the daemon is started as it ships: environment and `deno run` flags. */
+export interface ShippedCommand {
+  /** Environment settings before the command (allocator tuning). */
+  readonly env: Readonly<Record<string, string>>;
+  /** Flags between `deno run` and `main.ts` (permissions, V8 flags). */
+  readonly denoFlags: readonly string[];
+}
+
+/**
+ * The daemon's command as deno.json's `start` task defines it
+ * (`NAME=value ... deno run FLAGS... main.ts`): the one definition the
+ * bench shares with `deno task start`, so the bench measures the daemon
+ * as it ships (the systemd unit sets the same environment).
+ */
+export function shippedCommand(): ShippedCommand {
+  const { tasks } = JSON.parse(Deno.readTextFileSync(DENO_JSON)) as {
+    tasks: Record<string, string>;
+  };
+  const words = tasks.start!.trim().split(/\s+/);
+  const env: Record<string, string> = {};
+  while (/^[A-Z_][A-Z0-9_]*=/.test(words[0] ?? "")) {
+    const word = words.shift()!;
+    env[word.slice(0, word.indexOf("="))] = word.slice(word.indexOf("=") + 1);
+  }
+  const main = words.indexOf("main.ts");
+  if (words[0] !== "deno" || words[1] !== "run" || main < 0) {
+    throw new Error(`Cannot read the daemon's command from deno.json: ${tasks.start}`);
+  }
+  return { env, denoFlags: words.slice(2, main) };
+}
+
+/** Whether `main.ts --help` lists `flag` (another branch may add it). */
+export async function daemonHasFlag(flag: string): Promise<boolean> {
+  const help = await runMain(["--help"]);
+  return help.stdout.includes(`--${flag}`) || help.stderr.includes(`--${flag}`);
+}
+
+/**
+ * Starts `main.ts` as deno.json's `start` task does, with a pool of
+ * `minPort`..`maxPort` and no port rest.
+ */
 export async function startDaemon(
   users: UsersFile,
   serverPort: number,
   options: DaemonOptions,
 ): Promise<Daemon> {
-  const { started, match } = await spawn(Deno.execPath(), [
-    "run",
-    ...DAEMON_PERMISSIONS,
-    ...(options.denoFlags ?? []),
-    MAIN,
-    "--listen-port=0",
-    `--auth-file=${users.path}`,
-    "--proxy-listen-address=127.0.0.1",
-    `--min-port=${options.minPort}`,
-    `--max-port=${options.maxPort}`,
-    "--port-cooldown=0",
-  ], /Listening for control connections on \S*?:(\d+)/);
+  const shipped = shippedCommand();
+  const { started, match } = await spawn(
+    Deno.execPath(),
+    [
+      "run",
+      ...shipped.denoFlags,
+      ...(options.denoFlags ?? []),
+      MAIN,
+      "--listen-port=0",
+      `--auth-file=${users.path}`,
+      "--proxy-listen-address=127.0.0.1",
+      `--min-port=${options.minPort}`,
+      `--max-port=${options.maxPort}`,
+      "--port-cooldown=0",
+      ...(options.args ?? []),
+    ],
+    /Listening for control connections on \S*?:(\d+)/,
+    { env: shipped.env },
+  );
   const endpoint: ProxyEndpoint = {
     controlPort: Number(match![1]),
     user: users.user,

@@ -7,12 +7,14 @@
  * @module
  */
 
-import type {
-  ConcurrencyResult,
-  EchoResult,
-  PasswordCheckResult,
-  SetupResult,
-  ThroughputResult,
+import {
+  type ConcurrencyResult,
+  type EchoResult,
+  type FloodEchoResult,
+  type PasswordCheckResult,
+  SETTLE_FACTOR,
+  type SetupResult,
+  type ThroughputResult,
 } from "./scenarios.ts";
 import type { ProxyType } from "./sessions.ts";
 import { round } from "./stats.ts";
@@ -50,6 +52,14 @@ export interface BenchResults {
   storm: Partial<Record<ProxyType, Outcome<SetupResult>>>;
   /** Sessions open at once, by count, per target. */
   concurrency: Record<string, Partial<Record<TargetName, Outcome<ConcurrencyResult>>>>;
+  /** The most idle `vnc` sessions the open-files limit allows, memory only. */
+  idle?: Outcome<ConcurrencyResult>;
+  /** How many idle sessions were wanted, and why fewer ran. */
+  idleLimit?: { readonly wanted: number; readonly sessions: number; readonly openFiles: number };
+  /** A live session's echo during a control flood. */
+  flood?: Outcome<FloodEchoResult>;
+  /** Daemon flags of the flood run (the rate limit off, where it exists). */
+  floodDaemonFlags?: readonly string[];
 }
 
 /** Sizes of a run. */
@@ -70,7 +80,22 @@ export interface BenchSizes {
   readonly sessions: readonly number[];
   /** Bytes each concurrent session streams. */
   readonly bytesEach: number;
+  /** Idle sessions wanted in the memory-only run (fewer if descriptors run short). */
+  readonly idleSessions: number;
+  /** How long open sessions idle before their RSS is read. */
+  readonly idleMs: number;
+  /** Longest wait after close for RSS to come back to 1.5 × start. */
+  readonly settleMs: number;
+  /** Clients of the control flood. */
+  readonly floodClients: number;
+  /** How long the flood lasts. */
+  readonly floodMs: number;
+  /** Echoes timed before the flood. */
+  readonly floodBaselineEchoes: number;
 }
+
+/** Idle-session memory targets (MB), by session count. */
+const IDLE_TARGET_MB: Record<number, number> = { 5_000: 150, 10_000: 250 };
 
 /** The issue's throughput floor: 2.5× snf-vncauthproxy's 684 MB/s. */
 const VNC_FLOOR_MBPS = 2.5 * 684;
@@ -159,6 +184,69 @@ function alone<T>(
   };
 }
 
+/** A row of a figure beside its own baseline (in the reference columns). */
+function beside<T>(
+  metric: string,
+  outcome: Outcome<T> | undefined,
+  pick: (r: T) => number | undefined,
+  baselineName: string,
+  baseline: (r: T) => number | undefined,
+): Row {
+  const value = num(outcome, pick);
+  const base = num(outcome, baseline);
+  return {
+    metric,
+    value: cell(outcome, pick),
+    direct: "",
+    xDirect: "",
+    reference: `${baselineName} ${cell(outcome, baseline)}`,
+    xReference: ratio(value, base),
+    target: "",
+    verdict: "",
+  };
+}
+
+/**
+ * The memory rows of one run: start, just opened, idle (with its target),
+ * after streaming, right after close, and once settled (with its target).
+ */
+function memoryRows(
+  label: string,
+  outcome: Outcome<ConcurrencyResult> | undefined,
+  idleTarget: number | undefined,
+  settleTarget: boolean,
+): Row[] {
+  const memory = outcome?.result?.memory;
+  const before = memory?.beforeMb;
+  const rows = [
+    alone(`${label}: RSS MB at start`, outcome, (r) => r.memory?.beforeMb),
+    alone(`${label}: RSS MB, all just opened`, outcome, (r) => r.memory?.openedMb),
+    alone(
+      `${label}: RSS MB, idle for ${memory?.idleSeconds ?? 0} s`,
+      outcome,
+      (r) => r.memory?.idleMb,
+      idleTarget === undefined ? "" : `<${idleTarget}`,
+      idleTarget === undefined ? undefined : (v) => v < idleTarget,
+    ),
+  ];
+  if (memory === undefined || memory.afterStreamMb !== undefined) {
+    rows.push(
+      alone(`${label}: RSS MB, right after all streamed`, outcome, (r) => r.memory?.afterStreamMb),
+    );
+  }
+  rows.push(
+    alone(`${label}: RSS MB, right after all closed`, outcome, (r) => r.memory?.afterCloseMb),
+    alone(
+      `${label}: RSS MB, ${memory?.settleSeconds ?? 0} s after all closed`,
+      outcome,
+      (r) => r.memory?.settledMb,
+      settleTarget ? `≤${SETTLE_FACTOR}× start` : "",
+      settleTarget ? (v) => before !== undefined && v <= SETTLE_FACTOR * before : undefined,
+    ),
+  );
+  return rows;
+}
+
 /** Builds the table's rows from a run's results. */
 function rows(results: BenchResults, sizes: BenchSizes): Row[] {
   const out: Row[] = [];
@@ -221,6 +309,31 @@ function rows(results: BenchResults, sizes: BenchSizes): Row[] {
     compared("echo p50 µs", e, "vnc-ws", (r) => r.us.p50),
     compared("echo p99 µs", e, "vnc-ws", (r) => r.us.p99),
   );
+  const flood = results.flood;
+  const flags = results.floodDaemonFlags?.length ? `, ${results.floodDaemonFlags.join(" ")}` : "";
+  const during = `during a control flood (${sizes.floodClients} unknown-user clients${flags})`;
+  out.push(
+    beside(
+      `vnc echo p50 µs ${during}`,
+      flood,
+      (r) => r.floodUs.p50,
+      "no flood",
+      (r) => r.baselineUs.p50,
+    ),
+    beside(
+      `vnc echo p99 µs ${during}`,
+      flood,
+      (r) => r.floodUs.p99,
+      "no flood",
+      (r) => r.baselineUs.p99,
+    ),
+    alone(
+      `vnc echoes completed in the ${sizes.floodMs / 1000} s flood`,
+      flood,
+      (r) => r.floodUs.n,
+    ),
+    alone("control flood requests answered per s", flood, (r) => r.answeredPerS),
+  );
   const largest = Math.max(...sizes.sessions);
   for (const type of ["vnc", "vnc-ws"] as const) {
     for (const n of sizes.sessions) {
@@ -238,25 +351,26 @@ function rows(results: BenchResults, sizes: BenchSizes): Row[] {
       );
     }
     const family = results.concurrency[String(largest)] ?? {};
-    const memory = family[type];
-    const before = num(memory, (r) => r.memory?.beforeMb);
     out.push(
-      alone(`${type} RSS MB at start`, memory, (r) => r.memory?.beforeMb),
-      alone(
-        `${type} RSS MB, ${largest} idle sessions`,
-        memory,
-        (r) => r.memory?.idleMb,
-        type === "vnc" ? "<150" : "",
-        type === "vnc" ? (v) => v < 150 : undefined,
+      ...memoryRows(
+        `${type} ${largest} sessions`,
+        family[type],
+        type === "vnc" ? IDLE_TARGET_MB[largest] : undefined,
+        type === "vnc",
       ),
-      alone(`${type} RSS MB, right after all streamed`, memory, (r) => r.memory?.afterStreamMb),
-      alone(`${type} RSS MB, right after all closed`, memory, (r) => r.memory?.afterCloseMb),
-      alone(
-        `${type} RSS MB, ${num(memory, (r) => r.memory?.settleSeconds) ?? 0} s after all closed`,
-        memory,
-        (r) => r.memory?.settledMb,
-        type === "vnc" ? "≤1.25× start" : "",
-        type === "vnc" ? (v) => before !== undefined && v <= 1.25 * before : undefined,
+    );
+  }
+  const limit = results.idleLimit;
+  if (limit !== undefined) {
+    const short = limit.sessions < limit.wanted
+      ? ` (of ${limit.wanted} wanted: open-files hard limit ${limit.openFiles})`
+      : "";
+    out.push(
+      ...memoryRows(
+        `vnc ${limit.sessions} idle sessions${short}`,
+        results.idle,
+        IDLE_TARGET_MB[limit.wanted],
+        false,
       ),
     );
   }

@@ -8,7 +8,14 @@
 
 import { UserDb } from "../src/auth/user_db.ts";
 import { cpuSeconds, rssMb } from "./procfs.ts";
-import { echoer, type Session, streamFromServer, type Target } from "./sessions.ts";
+import {
+  controlRequest,
+  echoer,
+  type ProxyEndpoint,
+  type Session,
+  streamFromServer,
+  type Target,
+} from "./sessions.ts";
 import { mapLimit, round, roundedSummary, type Summary } from "./stats.ts";
 
 const MB = 1e6;
@@ -138,30 +145,40 @@ export async function echo(target: Target, count: number, warmup: number): Promi
 export interface MemoryResult {
   /** RSS (MB) before the sessions opened. */
   readonly beforeMb: number;
-  /** RSS with every session open and idle (never streamed). */
+  /** RSS right after every session opened (the set-up's garbage included). */
+  readonly openedMb: number;
+  /**
+   * RSS with every session open and idle (never streamed), `idleSeconds`
+   * after they opened: V8 collects and shrinks an idle heap only when its
+   * memory reducer runs, some seconds after the allocations stopped.
+   */
   readonly idleMb: number;
-  /** RSS right after every session streamed once. */
-  readonly afterStreamMb: number;
+  /** How long the sessions idled before `idleMb` was read. */
+  readonly idleSeconds: number;
+  /** RSS right after every session streamed once, when they streamed. */
+  readonly afterStreamMb?: number;
   /** RSS once the sessions closed and the daemon's descriptors were back. */
   readonly afterCloseMb: number;
   /**
-   * RSS `settleSeconds` later: V8 collects an idle heap only when its
-   * memory reducer runs, some tens of seconds after the traffic stopped.
+   * RSS `settleSeconds` after close: the first reading at or below
+   * `settleTargetMb`, or the last one of the settle time.
    */
   readonly settledMb: number;
   /** How long after close `settledMb` was read. */
   readonly settleSeconds: number;
+  /** What the settle waited for (1.5 × `beforeMb`). */
+  readonly settleTargetMb: number;
   /** Open descriptors before, idle, and after close. */
   readonly fds: { readonly before: number; readonly idle: number; readonly afterClose: number };
 }
 
-/** Many sessions open at once, then all streaming at once. */
+/** Many sessions open at once, then (optionally) all streaming at once. */
 export interface ConcurrencyResult {
   /** Sessions asked for. */
   readonly sessions: number;
   /** Sessions that opened. */
   readonly opened: number;
-  /** Sessions that then streamed all their bytes. */
+  /** Sessions that then streamed all their bytes (0 when not asked to). */
   readonly streamed: number;
   /** Seconds to open them (`openInflight` at a time). */
   readonly openSeconds: number;
@@ -175,29 +192,63 @@ export interface ConcurrencyResult {
   readonly firstError?: string;
 }
 
+/** Options of {@linkcode concurrency}. */
+export interface ConcurrencyOptions {
+  /** Bytes each session streams; 0 opens, idles and closes only. */
+  readonly bytesEach: number;
+  /** Sessions being opened at any time. */
+  readonly openInflight: number;
+  /** Read the relay's memory (it must have a PID). */
+  readonly measureMemory: boolean;
+  /** How long the open sessions idle before their RSS is read. */
+  readonly idleMs: number;
+  /** Longest wait after close for RSS to come down to 1.5 × start. */
+  readonly settleMs: number;
+}
+
+/** RSS must come back to this multiple of its start value after close. */
+export const SETTLE_FACTOR = 1.5;
+
 function fdCount(pid: number): number {
   let count = 0;
   for (const _ of Deno.readDirSync(`/proc/${pid}/fd`)) count++;
   return count;
 }
 
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 /** Waits until `pid` holds at most `fds` descriptors (sessions torn down). */
 async function waitForFds(pid: number, fds: number, timeoutMs: number): Promise<void> {
   const deadline = performance.now() + timeoutMs;
-  while (performance.now() < deadline && fdCount(pid) > fds) {
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  while (performance.now() < deadline && fdCount(pid) > fds) await sleep(100);
 }
 
 /**
- * Opens `sessions` sessions (`openInflight` at a time), then asks every one
- * for `bytesEach` bytes at once. With `measureMemory`, reads the relay's RSS
- * before, idle, after streaming, and after all closed.
+ * Reads RSS every second for up to `ms` and returns the first reading at
+ * or below `targetMb` (or the last one), with the seconds it took.
+ */
+async function settle(pid: number, targetMb: number, ms: number): Promise<[number, number]> {
+  const started = performance.now();
+  let rss = rssMb(pid);
+  while (rss > targetMb && performance.now() - started < ms) {
+    await sleep(Math.min(1_000, ms));
+    rss = rssMb(pid);
+  }
+  return [rss, (performance.now() - started) / 1000];
+}
+
+/**
+ * Opens `sessions` sessions (`openInflight` at a time), lets them idle,
+ * then asks every one for `bytesEach` bytes at once (unless 0) and closes
+ * them. With `measureMemory`, reads the relay's RSS before, just opened,
+ * idle, after streaming, right after close and once settled.
  */
 export async function concurrency(
   target: Target,
   sessions: number,
-  options: { bytesEach: number; openInflight: number; measureMemory: boolean; settleMs: number },
+  options: ConcurrencyOptions,
 ): Promise<ConcurrencyResult> {
   const pid = options.measureMemory ? target.pid : undefined;
   const before = pid === undefined ? undefined : { rss: rssMb(pid), fds: fdCount(pid) };
@@ -211,9 +262,11 @@ export async function concurrency(
     else firstError ??= `open: ${describe(outcome.reason)}`;
   }
   try {
+    const openedMb = pid === undefined ? undefined : rssMb(pid);
+    if (pid !== undefined) await sleep(options.idleMs);
     const idle = pid === undefined ? undefined : { rss: rssMb(pid), fds: fdCount(pid) };
     const streamStarted = performance.now();
-    const streams = await Promise.allSettled(
+    const streams = options.bytesEach === 0 ? [] : await Promise.allSettled(
       open.map((session) => streamFromServer(session.stream, options.bytesEach)),
     );
     const streamSeconds = (performance.now() - streamStarted) / 1000;
@@ -221,22 +274,26 @@ export async function concurrency(
     for (const s of streams) {
       if (s.status === "rejected") firstError ??= `stream: ${describe(s.reason)}`;
     }
-    const afterStream = pid === undefined ? undefined : rssMb(pid);
+    const afterStream = pid === undefined || options.bytesEach === 0 ? undefined : rssMb(pid);
     for (const session of open) session.stream.close();
     open.length = 0;
     let memory: MemoryResult | undefined;
-    if (pid !== undefined && before && idle && afterStream !== undefined) {
+    if (pid !== undefined && before && idle && openedMb !== undefined) {
       await waitForFds(pid, before.fds, 30_000);
-      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      await sleep(1_000);
       const afterCloseMb = round(rssMb(pid));
-      await new Promise((resolve) => setTimeout(resolve, options.settleMs));
+      const targetMb = SETTLE_FACTOR * before.rss;
+      const [settledMb, settleSeconds] = await settle(pid, targetMb, options.settleMs);
       memory = {
         beforeMb: round(before.rss),
+        openedMb: round(openedMb),
         idleMb: round(idle.rss),
-        afterStreamMb: round(afterStream),
+        idleSeconds: options.idleMs / 1000,
+        ...(afterStream === undefined ? {} : { afterStreamMb: round(afterStream) }),
         afterCloseMb,
-        settledMb: round(rssMb(pid)),
-        settleSeconds: options.settleMs / 1000,
+        settledMb: round(settledMb),
+        settleSeconds: Math.round(settleSeconds),
+        settleTargetMb: round(targetMb),
         fds: { before: before.fds, idle: idle.fds, afterClose: fdCount(pid) },
       };
     }
@@ -246,12 +303,106 @@ export async function concurrency(
       streamed,
       openSeconds: round(openSeconds),
       streamSeconds: round(streamSeconds),
-      aggregateMbPerS: round(streamed * options.bytesEach / MB / streamSeconds),
+      aggregateMbPerS: streamed === 0
+        ? 0
+        : round(streamed * options.bytesEach / MB / streamSeconds),
       ...(memory ? { memory } : {}),
       ...(firstError === undefined ? {} : { firstError }),
     };
   } finally {
     for (const session of open) session.stream.close();
+  }
+}
+
+/** A live session's echoes with and without a flood of failing control requests. */
+export interface FloodEchoResult {
+  /** Round trips before the flood, µs. */
+  readonly baselineUs: Summary;
+  /** Round trips during the flood, µs. */
+  readonly floodUs: Summary;
+  /** Seconds the flood lasted. */
+  readonly floodSeconds: number;
+  /** Flooding clients, each sending its next request once answered. */
+  readonly clients: number;
+  /** Flood requests answered (any reply) per second. */
+  readonly answeredPerS: number;
+  /** Flood requests not answered (refused, reset, or no reply). */
+  readonly unanswered: number;
+}
+
+/** Options of {@linkcode floodEcho}. */
+export interface FloodEchoOptions {
+  /** Parallel flooding clients. */
+  readonly clients: number;
+  /** Timed echoes before the flood (after 20 untimed). */
+  readonly baselineEchoes: number;
+  /** How long the flood lasts; echoes go on through all of it. */
+  readonly floodMs: number;
+}
+
+/**
+ * Echo round trips of one live session, first alone, then while `clients`
+ * clients send control requests for an unknown user, each the moment its
+ * previous one was answered (an attacker on the control port).
+ */
+export async function floodEcho(
+  target: Target,
+  endpoint: ProxyEndpoint,
+  options: FloodEchoOptions,
+): Promise<FloodEchoResult> {
+  const { stream } = await target.open();
+  try {
+    const once = echoer(stream);
+    for (let i = 0; i < 20; i++) await once();
+    const baseline: number[] = [];
+    for (let i = 0; i < options.baselineEchoes; i++) {
+      const started = performance.now();
+      await once();
+      baseline.push((performance.now() - started) * 1000);
+    }
+
+    let flooding = true;
+    let answered = 0;
+    let unanswered = 0;
+    const flood = async (): Promise<void> => {
+      while (flooding) {
+        try {
+          await controlRequest(endpoint.controlPort, {
+            auth_user: "bench-flood-nobody",
+            auth_password: "not-a-password",
+            source_port: 0,
+            destination_address: "127.0.0.1",
+            destination_port: endpoint.serverPort,
+            password: "benchpw1",
+            type: "vnc",
+          });
+          answered++;
+        } catch {
+          unanswered++;
+        }
+      }
+    };
+    const floodStarted = performance.now();
+    const clients = Array.from({ length: options.clients }, flood);
+    const samples: number[] = [];
+    while (performance.now() - floodStarted < options.floodMs) {
+      const started = performance.now();
+      await once();
+      samples.push((performance.now() - started) * 1000);
+    }
+    const floodSeconds = (performance.now() - floodStarted) / 1000;
+    flooding = false;
+    await Promise.all(clients);
+    return {
+      baselineUs: roundedSummary(baseline),
+      floodUs: roundedSummary(samples),
+      floodSeconds: round(floodSeconds),
+      clients: options.clients,
+      answeredPerS: round(answered / floodSeconds),
+      unanswered,
+    };
+  } finally {
+    stream.close();
   }
 }
 

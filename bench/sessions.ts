@@ -99,26 +99,32 @@ export function proxyTarget(type: ProxyType, endpoint: ProxyEndpoint, pid: numbe
   };
 }
 
-/** Sends one control request and returns the forwarded port. */
-export async function requestForwarding(type: ProxyType, endpoint: ProxyEndpoint): Promise<number> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port: endpoint.controlPort });
+/** A control reply, as the daemon sends it. */
+export interface ControlReply {
+  /** `OK` or `FAILED`. */
+  readonly status?: string;
+  /** The forwarded port, when OK. */
+  readonly "source_port"?: number;
+  /** Why not, when FAILED. */
+  readonly reason?: string;
+}
+
+/**
+ * Sends one control request (a JSON object) to 127.0.0.1:`port` and
+ * returns the reply, whatever its status.
+ *
+ * @throws when the daemon closes without a JSON reply
+ */
+export async function controlRequest(port: number, request: object): Promise<ControlReply> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
-    const request = JSON.stringify({
-      auth_user: endpoint.user,
-      auth_password: endpoint.password,
-      source_port: 0,
-      destination_address: "127.0.0.1",
-      destination_port: endpoint.serverPort,
-      password: VNC_PASSWORD,
-      type,
-    });
-    await new TcpStream(conn).write(encoder.encode(request + "\n"));
+    await new TcpStream(conn).write(encoder.encode(JSON.stringify(request) + "\n"));
     const text = await readToEnd(conn);
-    const reply = JSON.parse(text) as { status?: string; source_port?: number; reason?: string };
-    if (reply.status !== "OK" || typeof reply.source_port !== "number") {
-      throw new Error(`Control request failed: ${text.trim()}`);
+    try {
+      return JSON.parse(text) as ControlReply;
+    } catch {
+      throw new Error(`No control reply: ${JSON.stringify(text)}`);
     }
-    return reply.source_port;
   } finally {
     try {
       conn.close();
@@ -126,6 +132,23 @@ export async function requestForwarding(type: ProxyType, endpoint: ProxyEndpoint
       // The daemon closed first.
     }
   }
+}
+
+/** Sends one control request and returns the forwarded port. */
+export async function requestForwarding(type: ProxyType, endpoint: ProxyEndpoint): Promise<number> {
+  const reply = await controlRequest(endpoint.controlPort, {
+    auth_user: endpoint.user,
+    auth_password: endpoint.password,
+    source_port: 0,
+    destination_address: "127.0.0.1",
+    destination_port: endpoint.serverPort,
+    password: VNC_PASSWORD,
+    type,
+  });
+  if (reply.status !== "OK" || typeof reply.source_port !== "number") {
+    throw new Error(`Control request failed: ${JSON.stringify(reply)}`);
+  }
+  return reply.source_port;
 }
 
 async function readToEnd(conn: Deno.Conn): Promise<string> {

@@ -104,6 +104,10 @@ export interface Config {
   readonly maxTokenTtlMs: number;
   /** Gateway connections before their request is complete, at once. */
   readonly maxGatewayConnections: number;
+  /** Free relay buffer bytes kept for reuse after traffic calms down. */
+  readonly relayBufferIdleBytes: number;
+  /** Relay buffer bytes lent out at once before sessions get small ones. */
+  readonly relayBufferLentBytes: number;
 }
 
 /** A listen address and port (`--gateway-listen`). */
@@ -177,6 +181,8 @@ export const DEFAULT_CONFIG: Config = Object.freeze({
   webDir: undefined,
   maxTokenTtlMs: 300_000,
   maxGatewayConnections: 1024,
+  relayBufferIdleBytes: 4 * 1024 * 1024,
+  relayBufferLentBytes: 64 * 1024 * 1024,
 });
 
 /**
@@ -214,6 +220,8 @@ export function resolveConfig(overrides: Partial<Config> = {}): Config {
       ["--ws-ping-interval", config.wsPingIntervalMs],
       ["--idle-timeout", config.idleTimeoutMs],
       ["--max-session-time", config.maxSessionTimeMs],
+      ["relayBufferIdleBytes", config.relayBufferIdleBytes],
+      ["relayBufferLentBytes", config.relayBufferLentBytes],
     ] as const
   ) {
     if (!(value >= 0) || !Number.isFinite(value)) {

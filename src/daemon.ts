@@ -23,6 +23,7 @@ import { parseCidr } from "./io/cidr.ts";
 import { formatHostPort } from "./io/duplex.ts";
 import { PortPool } from "./session/port_pool.ts";
 import { SessionRegistry } from "./session/session_registry.ts";
+import { BufferPool } from "./io/buffer_pool.ts";
 import { getFqdn } from "./io/fqdn.ts";
 import type { Logger } from "./log.ts";
 import { acquirePidFile, type PidFile } from "./pid_file.ts";
@@ -90,6 +91,10 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
     const ports = new PortPool(config.minPort, config.maxPort, {
       cooldownMs: config.portCooldownMs,
     });
+    const buffers = new BufferPool({
+      maxIdleBytes: config.relayBufferIdleBytes,
+      maxLentBytes: config.relayBufferLentBytes,
+    });
 
     const origins = config.allowedOrigins === undefined
       ? undefined
@@ -118,6 +123,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
         stopping: stopping.signal,
         closing: closing.signal,
         sessions,
+        buffers,
         ...(deps.connect ? { connect: deps.connect } : {}),
         authFailures: new AuthFailLimiter({ perSecond: config.authFailLimit }),
         ...(gateway ? { gateway } : {}),

@@ -1,20 +1,22 @@
 /**
  * Relay buffers shared by all sessions. An idle session holds only its own
- * small buffers; a session moving bulk data borrows larger ones here and
+ * tiny buffers; a session moving bulk data borrows larger ones here and
  * gives them back when its traffic calms down, so memory follows the
- * traffic, not the number of sessions.
+ * traffic, not the number of sessions. The daemon makes one pool from its
+ * `Config` and hands it to every relay; tests make their own.
  *
  * Two bounds: the pool keeps at most `maxIdleBytes` of free buffers for
- * reuse (the rest become garbage), and while more than `maxLentBytes` are
- * lent out, further requests get a smaller size, so a burst of thousands of
- * sessions streaming at once cannot claim a megabyte each.
+ * reuse (the rest become garbage, so after a burst the process gives the
+ * memory back), and while more than `maxLentBytes` are lent out, further
+ * requests get a smaller size, so a burst of thousands of sessions
+ * streaming at once cannot claim a megabyte each.
  *
  * @module
  */
 
 /** Options of {@linkcode BufferPool}. */
 export interface BufferPoolOptions {
-  /** Free bytes kept for reuse. @default {32 MiB} */
+  /** Free bytes kept for reuse. @default {4 MiB} */
   readonly maxIdleBytes?: number;
   /** Bytes lent out before requests are scaled down. @default {64 MiB} */
   readonly maxLentBytes?: number;
@@ -33,7 +35,7 @@ export class BufferPool {
 
   /** Creates an empty pool. */
   constructor(options: BufferPoolOptions = {}) {
-    this.#maxIdleBytes = options.maxIdleBytes ?? 32 * 1024 * 1024;
+    this.#maxIdleBytes = options.maxIdleBytes ?? 4 * 1024 * 1024;
     this.#maxLentBytes = options.maxLentBytes ?? 64 * 1024 * 1024;
     this.#fallbackSize = options.fallbackSize ?? 16 * 1024;
   }
@@ -73,6 +75,3 @@ export class BufferPool {
     this.#idleBytes += buffer.length;
   }
 }
-
-/** The pool the relay uses by default. */
-export const RELAY_BUFFER_POOL: BufferPool = new BufferPool();

@@ -4,22 +4,29 @@
  * has no use for it). This is the hot path.
  *
  * Each direction reads with plain `read`/`write` calls (faster than
- * `pipeTo` here). An idle direction waits on its own small buffer, so
- * thousands of idle sessions hold little memory. When a read fills the
- * buffer (a framebuffer update in bulk), the direction borrows a buffer
- * four times larger from the shared pool, up to 1 MiB; after a short read it
- * gives it back and waits on its small buffer again, and the next bulk
- * jumps straight back to the size it reached before. Backpressure is
+ * `pipeTo` here). An idle direction waits on its own tiny buffer
+ * ({@linkcode IDLE_RELAY_BUFFER} bytes, enough for any input event), so
+ * thousands of idle sessions hold little more than Deno's own cost of a
+ * pending read. When a read fills the buffer (a framebuffer update in
+ * bulk), the direction borrows a larger buffer from the pool, four times
+ * larger at each full read up to {@linkcode MAX_RELAY_BUFFER}; after a short
+ * read it gives it back and waits on its tiny buffer again, and the next
+ * bulk jumps straight back to the size it reached before. Backpressure is
  * natural: nothing is read until the previous chunk has been written.
+ *
+ * An idle session costs few objects: one suspended pump per direction and
+ * one state object, with no closure, timer or listener of its own.
  *
  * @module
  */
 
-import { type BufferPool, RELAY_BUFFER_POOL } from "./buffer_pool.ts";
+import { BufferPool } from "./buffer_pool.ts";
 import type { Duplex } from "./duplex.ts";
 
-/** Smallest relay buffer, in bytes. */
-export const MIN_RELAY_BUFFER = 4 * 1024;
+/** Buffer an idle direction waits on, in bytes. */
+export const IDLE_RELAY_BUFFER = 256;
+/** First bulk buffer borrowed when an idle direction fills its buffer. */
+export const FIRST_BULK_BUFFER = 16 * 1024;
 /** Largest relay buffer, in bytes. */
 export const MAX_RELAY_BUFFER = 1024 * 1024;
 
@@ -52,7 +59,10 @@ export interface RelayOptions {
   readonly signal?: AbortSignal;
   /** Counters updated as bytes flow. @default {a fresh object} */
   readonly counters?: RelayCounters;
-  /** Where bulk buffers come from. @default {RELAY_BUFFER_POOL} */
+  /**
+   * Where bulk buffers come from; the daemon shares one among all
+   * sessions. @default {a pool of this relay's own}
+   */
   readonly pool?: BufferPool;
   /**
    * End after this long without a byte either way; 0 never does. Checked a
@@ -70,95 +80,141 @@ const IDLE_CHECKS_PER_PERIOD = 4;
 /**
  * Copies both ways between `a` and `b` until one side ends or fails, or
  * `signal` aborts; then closes both and waits for both directions to stop.
- * Never throws: the outcome is in the result.
+ * Never rejects: the outcome is in the result.
  */
-export async function relay(
-  a: Duplex,
-  b: Duplex,
-  options: RelayOptions = {},
-): Promise<RelayResult> {
-  const counters = options.counters ?? { aToB: 0, bToA: 0 };
-  const pool = options.pool ?? RELAY_BUFFER_POOL;
-  let endedBy: RelayResult["endedBy"] | undefined;
-  let firstError: unknown = undefined;
-
-  function end(side: RelayResult["endedBy"], error?: unknown): void {
-    if (endedBy !== undefined) return;
-    endedBy = side;
-    firstError = error;
-    a.close();
-    b.close();
-  }
-
-  const onAbort = () => end("aborted");
-  options.signal?.addEventListener("abort", onAbort, { once: true });
-  if (options.signal?.aborted) end("aborted");
-  // Timers, not per-read bookkeeping: the hot path stays as it is.
-  const maxMs = options.maxDurationMs ?? 0;
-  const maxTimer = maxMs > 0 ? setTimeout(() => end("max-time"), maxMs) : undefined;
-  const idleMs = options.idleTimeoutMs ?? 0;
-  let idleTimer: ReturnType<typeof setTimeout> | undefined;
-  if (idleMs > 0) {
-    const step = idleMs / IDLE_CHECKS_PER_PERIOD;
-    let seen = 0;
-    let lastChange = performance.now();
-    const check = () => {
-      const now = performance.now();
-      const total = counters.aToB + counters.bToA;
-      if (total !== seen) {
-        seen = total;
-        lastChange = now;
-      } else if (now - lastChange >= idleMs) {
-        return end("idle");
-      }
-      idleTimer = setTimeout(check, Math.min(step, lastChange + idleMs - now));
-    };
-    seen = counters.aToB + counters.bToA;
-    idleTimer = setTimeout(check, step);
-  }
-  try {
-    await Promise.all([
-      pump(a, b, pool, (n) => (counters.aToB += n)).then((e) => end("a", e)),
-      pump(b, a, pool, (n) => (counters.bToA += n)).then((e) => end("b", e)),
-    ]);
-  } finally {
-    options.signal?.removeEventListener("abort", onAbort);
-    clearTimeout(maxTimer);
-    clearTimeout(idleTimer);
-  }
-  const result: RelayResult = { aToB: counters.aToB, bToA: counters.bToA, endedBy: endedBy ?? "a" };
-  return firstError === undefined ? result : { ...result, error: firstError };
+export function relay(a: Duplex, b: Duplex, options: RelayOptions = {}): Promise<RelayResult> {
+  const state = new RelayState(a, b, options);
+  const pool = options.pool ?? new BufferPool();
+  pump(a, b, pool, state, "a");
+  pump(b, a, pool, state, "b");
+  return state.finished;
 }
 
-/** Copies `from` → `to` until EOF or error; resolves with the error, if any. */
+/**
+ * One relay's state: who ended it, its counters, and the promise of its
+ * result once both directions have stopped. Ends the relay exactly once.
+ * It is also the signal's abort listener (`handleEvent`), so a session
+ * holds no closure, `Promise.all` or suspended `relay()` call of its own.
+ */
+class RelayState implements EventListenerObject {
+  readonly #a: Duplex;
+  readonly #b: Duplex;
+  readonly #signal: AbortSignal | undefined;
+  readonly #done = Promise.withResolvers<RelayResult>();
+  readonly counters: RelayCounters;
+  #running = 2;
+  #endedBy: RelayResult["endedBy"] | undefined;
+  #error: unknown = undefined;
+  // The limits' timers exist only when a limit is set: nothing per read.
+  #maxTimer: ReturnType<typeof setTimeout> | undefined;
+  #idleTimer: ReturnType<typeof setTimeout> | undefined;
+  #idleMs = 0;
+  #seen = 0;
+  #lastChange = 0;
+
+  constructor(a: Duplex, b: Duplex, options: RelayOptions) {
+    this.#a = a;
+    this.#b = b;
+    this.counters = options.counters ?? { aToB: 0, bToA: 0 };
+    this.#signal = options.signal;
+    this.#signal?.addEventListener("abort", this, { once: true });
+    if (this.#signal?.aborted) this.end("aborted");
+    const maxMs = options.maxDurationMs ?? 0;
+    if (maxMs > 0) this.#maxTimer = setTimeout(() => this.end("max-time"), maxMs);
+    this.#idleMs = options.idleTimeoutMs ?? 0;
+    if (this.#idleMs > 0) {
+      this.#seen = this.counters.aToB + this.counters.bToA;
+      this.#lastChange = performance.now();
+      this.#armIdle(this.#idleMs / IDLE_CHECKS_PER_PERIOD);
+    }
+  }
+
+  #armIdle(ms: number): void {
+    this.#idleTimer = setTimeout(() => this.#checkIdle(), ms);
+  }
+
+  /** Ends the relay once no byte moved for a whole idle period. */
+  #checkIdle(): void {
+    const now = performance.now();
+    const total = this.counters.aToB + this.counters.bToA;
+    if (total !== this.#seen) {
+      this.#seen = total;
+      this.#lastChange = now;
+    } else if (now - this.#lastChange >= this.#idleMs) {
+      return this.end("idle");
+    }
+    const step = this.#idleMs / IDLE_CHECKS_PER_PERIOD;
+    this.#armIdle(Math.min(step, this.#lastChange + this.#idleMs - now));
+  }
+
+  /** Resolves once both directions have stopped. */
+  get finished(): Promise<RelayResult> {
+    return this.#done.promise;
+  }
+
+  /** The first call wins: records who ended it, then closes both sides. */
+  end(side: RelayResult["endedBy"], error?: unknown): void {
+    if (this.#endedBy !== undefined) return;
+    this.#endedBy = side;
+    this.#error = error;
+    this.#a.close();
+    this.#b.close();
+  }
+
+  /** The abort of the relay's signal. */
+  handleEvent(): void {
+    this.end("aborted");
+  }
+
+  /** One direction has stopped; after the second, the result is out. */
+  stopped(): void {
+    if (--this.#running > 0) return;
+    this.#signal?.removeEventListener("abort", this);
+    clearTimeout(this.#maxTimer);
+    clearTimeout(this.#idleTimer);
+    const { aToB, bToA } = this.counters;
+    const result: RelayResult = { aToB, bToA, endedBy: this.#endedBy ?? "a" };
+    this.#done.resolve(this.#error === undefined ? result : { ...result, error: this.#error });
+  }
+}
+
+/**
+ * Copies `from` → `to` until EOF or error, then ends the relay as `side`
+ * (with the error, if any). Never rejects.
+ */
 async function pump(
   from: Duplex,
   to: Duplex,
   pool: BufferPool,
-  count: (n: number) => void,
-): Promise<unknown> {
-  const small = new Uint8Array(MIN_RELAY_BUFFER);
-  let buffer: Uint8Array = small;
-  let peak = MIN_RELAY_BUFFER * 4;
+  state: RelayState,
+  side: "a" | "b",
+): Promise<void> {
+  const idle = new Uint8Array(IDLE_RELAY_BUFFER);
+  let buffer: Uint8Array = idle;
+  let peak = FIRST_BULK_BUFFER;
+  let error: unknown = undefined;
   try {
     while (true) {
       const n = await from.read(buffer);
-      if (n === null) return undefined;
-      await to.write(buffer.subarray(0, n));
-      count(n);
+      if (n === null) break;
+      await to.write(n === buffer.length ? buffer : buffer.subarray(0, n));
+      if (side === "a") state.counters.aToB += n;
+      else state.counters.bToA += n;
       if (n === buffer.length && buffer.length < MAX_RELAY_BUFFER) {
-        const size = buffer === small ? peak : Math.min(buffer.length * 4, MAX_RELAY_BUFFER);
-        if (buffer !== small) pool.give(buffer);
+        const size = buffer === idle ? peak : Math.min(buffer.length * 4, MAX_RELAY_BUFFER);
+        if (buffer !== idle) pool.give(buffer);
         buffer = pool.take(size);
         peak = Math.max(peak, buffer.length);
-      } else if (buffer !== small && n < buffer.length / 8) {
+      } else if (buffer !== idle && n < buffer.length / 8) {
         pool.give(buffer);
-        buffer = small;
+        buffer = idle;
       }
     }
-  } catch (error) {
-    return error;
+  } catch (caught) {
+    error = caught;
   } finally {
-    if (buffer !== small) pool.give(buffer);
+    if (buffer !== idle) pool.give(buffer);
   }
+  state.end(side, error);
+  state.stopped();
 }

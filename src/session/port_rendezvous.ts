@@ -145,14 +145,17 @@ export class PortRendezvous implements Rendezvous {
   }
 
   /**
-   * Waits for the first viewer; the port stops listening as it arrives. A
-   * WebSocket listener stays open until {@linkcode close} only to tell
-   * upgrades still in flight that the console is taken (1001).
+   * Waits for the first viewer; the port stops listening as it arrives, and
+   * the listener is let go (thousands of sessions may be live): a WebSocket
+   * listener still tells upgrades in flight that the console is taken
+   * (1001), each on its own deadline.
    */
   async waitForViewer(signal: AbortSignal): Promise<ArrivedViewer> {
     const listener = this.#listener;
     if (listener === undefined) throw new Deno.errors.BadResource("The rendezvous is closed");
-    return { duplex: await listener.acceptOne(signal), authenticated: false };
+    const duplex = await listener.acceptOne(signal);
+    this.#listener = undefined;
+    return { duplex, authenticated: false };
   }
 
   /** Stops listening and gives the port back to the pool; idempotent. */

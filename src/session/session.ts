@@ -45,7 +45,8 @@ const RELAY_OUTCOME: Readonly<Record<RelayResult["endedBy"], string>> = {
 
 /** A session from its rendezvous to its end. */
 export class Session {
-  readonly #spec: SessionSpec;
+  readonly #backend: Duplex;
+  readonly #limits: SessionSpec["limits"];
   readonly #rendezvous: Rendezvous;
   readonly #deps: SessionDeps;
   /** Dropped once the viewer has proved it: thousands of sessions may be live. */
@@ -58,7 +59,9 @@ export class Session {
 
   /** Takes ownership of the spec's backend connection and of the rendezvous. */
   constructor(spec: SessionSpec, rendezvous: Rendezvous, deps: SessionDeps) {
-    this.#spec = spec;
+    // Not the spec itself: its credential must not live as long as the session.
+    this.#backend = spec.backend;
+    this.#limits = spec.limits;
     this.#rendezvous = rendezvous;
     this.#deps = deps;
     this.#credential = spec.credential;
@@ -75,7 +78,7 @@ export class Session {
    */
   async run(): Promise<void> {
     const { logger } = this.#deps;
-    const { limits } = this.#spec;
+    const limits = this.#limits;
     const started = performance.now();
     let outcome = "ended";
     try {
@@ -97,13 +100,13 @@ export class Session {
       // client of the VM, another session's waiting backend included.
       const shared = limits.allowExclusive ? clientInit : 1;
       {
-        const backend = this.#spec.backend;
+        const backend = this.#backend;
         using phase = startDeadline(limits.serverWriteMs, this.#deps.closing);
         await withDeadline(backend, phase.signal, () => backend.write(Uint8Array.of(shared)));
       }
 
       this.#setState("relaying");
-      const result = await relay(viewer, this.#spec.backend, {
+      const result = await relay(viewer, this.#backend, {
         signal: this.#deps.closing,
         counters: this.counters,
         idleTimeoutMs: limits.idleTimeoutMs,
@@ -128,7 +131,7 @@ export class Session {
   /** Waits `--connect-timeout` for the viewer; a string says why none came. */
   async #waitForViewer() {
     const { logger } = this.#deps;
-    const { waitMs } = this.#spec.limits;
+    const { waitMs } = this.#limits;
     logger.info(`Waiting for a client to connect at ${this.#rendezvous.description}`);
     using phase = startDeadline(waitMs, this.#deps.stopping);
     try {
@@ -152,7 +155,7 @@ export class Session {
     const { logger } = this.#deps;
     const credential = this.#credential;
     this.#credential = undefined;
-    using phase = startDeadline(this.#spec.limits.viewerHandshakeMs, this.#deps.closing);
+    using phase = startDeadline(this.#limits.viewerHandshakeMs, this.#deps.closing);
     try {
       return await withDeadline(viewer, phase.signal, async () => {
         if (authenticated) {
@@ -187,7 +190,7 @@ export class Session {
       this.#setState("closed");
       this.#credential = undefined;
       this.#viewer?.close();
-      this.#spec.backend.close();
+      this.#backend.close();
       await this.#rendezvous.close();
     })();
     return this.#closed;

@@ -95,3 +95,23 @@ Deno.test("relay() ends at maxDurationMs however busy it is", async () => {
   assert.equal(result.endedBy, "max-time");
   assert.ok(result.aToB > 0);
 });
+
+Deno.test("relay() gives its bulk buffers back while the session idles after a burst", async () => {
+  const pool = new BufferPool();
+  using left = await tcpPair();
+  using right = await tcpPair();
+  const running = relay(left.server, right.server, { pool });
+  const big = new Uint8Array(4 * 1024 * 1024);
+  await Promise.all([readExact(right.client, big.length), left.client.write(big)]);
+  // A short message after the burst: both directions now wait on their tiny buffers.
+  await left.client.write(Uint8Array.of(1));
+  await readExact(right.client, 1);
+  // The pump gives its buffer back right after its write, which may finish
+  // just after the client's read: wait a little, never long.
+  for (let i = 0; i < 100 && pool.lentBytes > 0; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.equal(pool.lentBytes, 0, "an idle session holds no pooled buffer");
+  left.client.close();
+  await running;
+});

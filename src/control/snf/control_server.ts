@@ -267,6 +267,9 @@ function replyFor(admitted: Admitted, deps: ControlServerDeps): ControlReply {
   };
 }
 
+/** First size of the buffer a control request is read into. */
+const FIRST_REQUEST_BUFFER = 1024;
+
 /** How long a control client may take to accept its reply. */
 const REPLY_TIMEOUT_MS = 10_000;
 
@@ -299,11 +302,18 @@ export async function readRequestText(
 ): Promise<string> {
   const { maxBytes, slot } = options;
   const scanner = new JsonObjectScanner();
-  const buffer = new Uint8Array(maxBytes);
+  // Requests are a few hundred bytes: start small and grow up to the bound,
+  // so a flood of connections does not cost `maxBytes` each.
+  let buffer = new Uint8Array(Math.min(maxBytes, FIRST_REQUEST_BUFFER));
   let filled = 0;
   while (true) {
     if (filled === maxBytes) throw new RefusalError("malformed request: too large");
-    const n = await control.read(buffer.subarray(filled, Math.min(maxBytes, filled + 16 * 1024)));
+    if (filled === buffer.length) {
+      const grown = new Uint8Array(Math.min(maxBytes, buffer.length * 4));
+      grown.set(buffer);
+      buffer = grown;
+    }
+    const n = await control.read(buffer.subarray(filled));
     slot?.touch();
     if (n === null) {
       throw new RefusalError(
