@@ -124,7 +124,7 @@ export async function authenticate(
   if (users.verifyCached(user, password)) return;
   // The port is dropped: one host's connections share their limit.
   const address = peer.address.slice(0, peer.address.lastIndexOf(":"));
-  const limited = deps.authFailures?.take(address, user);
+  const limited = deps.authFailures?.exceeded(address, user);
   if (limited !== undefined) {
     logger.warn(
       `Authentication failed for control user "${user}" from ${peer.address}: ` +
@@ -137,15 +137,12 @@ export async function authenticate(
     ok = await users.verify(user, password);
   } catch (error) {
     // No check happened: that is no failed login.
-    deps.authFailures?.giveBack(address, user);
     if (!(error instanceof CryptBusyError)) throw error;
     logger.warn(`Too many password checks waiting, refusing ${peer.address}`);
     throw new RefusalError("server busy", { cause: error });
   }
-  if (ok) {
-    deps.authFailures?.giveBack(address, user);
-    return;
-  }
+  if (ok) return;
+  deps.authFailures?.take(address, user);
   logger.warn(`Authentication failed for control user "${user}" from ${peer.address}`);
   throw new RefusalError("authentication failed");
 }

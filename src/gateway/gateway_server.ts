@@ -249,7 +249,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
       await refuse(conn, duplex, 403, log, "no token", signal);
       return false;
     }
-    const limited = deps.claimFailures.take(peer.ip);
+    const limited = deps.claimFailures.exceeded(peer.ip);
     if (limited !== undefined) {
       await refuse(conn, duplex, 403, log, `too many refused claims from ${peer.ip}`, signal);
       return false;
@@ -257,12 +257,12 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     if (token !== undefined) {
       const claim = await tokens.claim(token, peer.ip);
       if (!claim.ok) {
-        // The failure stays charged; the token (if it exists) is not burnt
+        // Charged to the address; the token (if it exists) is not burnt
         // when only the address was wrong.
+        deps.claimFailures.take(peer.ip);
         await refuse(conn, duplex, 403, log, `token ${claim.hashPrefix}: ${claim.why}`, signal);
         return false;
       }
-      deps.claimFailures.giveBack(peer.ip);
       phase.slot.complete();
       log.info(
         `Token ${claim.hashPrefix} redeemed by ${peer.ip} on path ${pathForLog(head.target)}`,
@@ -287,11 +287,11 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     const entry = passwords.match(answer.challenge, answer.response);
     await sendViewerAuthResult(socket, answer.version, entry !== undefined);
     if (entry === undefined) {
+      deps.claimFailures.take(ip);
       log.warn(`Authentication failed for client ${ip}: no pending forwarding matches`);
       socket.close();
       return false;
     }
-    deps.claimFailures.giveBack(ip);
     log.info(`Client ${ip} matched a pending forwarding by its password`);
     return handOver(entry, socket, true, log);
   }

@@ -76,17 +76,17 @@ Deno.test("AuthFailLimiter limits per address and per user name independently", 
   assert.equal(limits.take("192.0.2.31", "operator"), undefined, "another user is not limited");
 });
 
-Deno.test("AuthFailLimiter.giveBack() returns the tokens of a success: only failures count", () => {
+Deno.test("AuthFailLimiter.exceeded() only looks: checks are charged by take() when they fail", () => {
   const { limits } = limiter(5);
   for (let i = 0; i < 100; i++) {
-    assert.equal(limits.take("192.0.2.1", "admin"), undefined, `success #${i}`);
-    limits.giveBack("192.0.2.1", "admin");
+    assert.equal(limits.exceeded("192.0.2.1", "admin"), undefined, `look #${i}`);
   }
-  assert.deepEqual(limits.size, { addresses: 0, users: 0 }, "a full bucket is not kept");
+  assert.deepEqual(limits.size, { addresses: 0, users: 0 }, "looking keeps no bucket");
   for (let i = 0; i < 10; i++) assert.equal(limits.take("192.0.2.1", "admin"), undefined);
-  assert.equal(limits.take("192.0.2.1", "admin"), "address");
-  limits.giveBack("192.0.2.9", "nobody"); // never taken: nothing to give back
-  assert.deepEqual(limits.size, { addresses: 1, users: 1 });
+  assert.equal(limits.exceeded("192.0.2.1", "admin"), "address");
+  assert.equal(limits.exceeded("192.0.2.2", "admin"), "user");
+  assert.equal(limits.exceeded("192.0.2.2"), undefined, "no user: only the address counts");
+  assert.equal(limits.exceeded("192.0.2.2", "other"), undefined);
 });
 
 Deno.test("AuthFailLimiter keeps at most maxEntries buckets per map, dropping the oldest", () => {
