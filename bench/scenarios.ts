@@ -219,6 +219,9 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** Descriptors a daemon may hold beyond its start once its sessions are gone. */
+const FD_SLACK = 8;
+
 /** Waits until `pid` holds at most `fds` descriptors (sessions torn down). */
 async function waitForFds(pid: number, fds: number, timeoutMs: number): Promise<void> {
   const deadline = performance.now() + timeoutMs;
@@ -279,7 +282,9 @@ export async function concurrency(
     open.length = 0;
     let memory: MemoryResult | undefined;
     if (pid !== undefined && before && idle && openedMb !== undefined) {
-      await waitForFds(pid, before.fds, 30_000);
+      // A few descriptors of slack: the first session's password check may
+      // have started a crypt Worker since `before` was read.
+      await waitForFds(pid, before.fds + FD_SLACK, 30_000);
       await sleep(1_000);
       const afterCloseMb = round(rssMb(pid));
       const targetMb = SETTLE_FACTOR * before.rss;
