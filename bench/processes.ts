@@ -72,7 +72,7 @@ export function raiseOwnOpenFiles(): number {
  * and resolves once a line matches `ready` (with the match), or rejects
  * when it exits first or `timeoutMs` passes.
  */
-async function spawn(
+export async function spawn(
   command: string,
   args: string[],
   ready: RegExp | undefined,
@@ -211,6 +211,8 @@ export interface DaemonOptions {
   readonly maxPort: number;
   /** Extra flags for `deno run`, e.g. `--cpu-prof`. @default {[]} */
   readonly denoFlags?: readonly string[];
+  /** Extra flags for the daemon, e.g. `--gateway-listen=...`. @default {[]} */
+  readonly args?: readonly string[];
 }
 
 /** Starts `main.ts` with a pool of `minPort`..`maxPort` and no port rest. */
@@ -230,6 +232,11 @@ export async function startDaemon(
     `--min-port=${options.minPort}`,
     `--max-port=${options.maxPort}`,
     "--port-cooldown=0",
+    // One host opening 64 sessions at once is the load generator, not an
+    // attack: the limiter charges checks (and gateway claims) in flight, so
+    // on a fresh daemon all but a burst of 10 would be refused.
+    "--auth-fail-limit=off",
+    ...(options.args ?? []),
   ], /Listening for control connections on \S*?:(\d+)/);
   const endpoint: ProxyEndpoint = {
     controlPort: Number(match![1]),
@@ -270,7 +277,8 @@ export async function startWebsockify(serverPort: number): Promise<Reference> {
   return Object.assign(started, { port });
 }
 
-function freePort(): number {
+/** A port that was free on 127.0.0.1 a moment ago. */
+export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close();
@@ -278,7 +286,11 @@ function freePort(): number {
 }
 
 /** Waits until something listens on `port`, without opening a session. */
-async function waitForPort(port: number, started: Started, timeoutMs = 10_000): Promise<void> {
+export async function waitForPort(
+  port: number,
+  started: Started,
+  timeoutMs = 10_000,
+): Promise<void> {
   const deadline = performance.now() + timeoutMs;
   while (performance.now() < deadline) {
     if (started.exited) throw new Error(`Exited before listening: ${started.lines.join("\n")}`);
