@@ -11,6 +11,8 @@
  * @module
  */
 
+import { gatewayOutcomes, runGateway } from "./gateway.ts";
+import { gatewayRows } from "./gateway_report.ts";
 import { machineInfo } from "./procfs.ts";
 import {
   createUsersFile,
@@ -383,6 +385,7 @@ function outcomes(results: BenchResults): [string, Outcome<unknown>][] {
       list.push([`${n} sessions ${name}`, outcome as Outcome<unknown>]);
     }
   }
+  list.push(...gatewayOutcomes(results.gateway));
   return list;
 }
 
@@ -434,9 +437,18 @@ async function main(args: string[]): Promise<number> {
   await runFlood(ctx);
   await runConcurrency(ctx, wsUnavailable);
   await runIdleMemory(ctx, ownLimit);
+  results.gateway = await runGateway({
+    sizes,
+    quick,
+    users,
+    fake,
+    pool: POOL,
+    websockify: websockify !== undefined,
+    scenario,
+  });
 
   const full = !quick;
-  print(formatTable(results, sizes, full));
+  print(formatTable(results, sizes, full, gatewayRows(results)));
   const totalSeconds = Math.round(performance.now() - started) / 1000;
   const failures = outcomes(results).filter(([, o]) =>
     o.status === "failed" || (quick && o.status === "incomplete")

@@ -73,7 +73,7 @@ export function raiseOwnOpenFiles(): number {
  * and resolves once a line matches `ready` (with the match), or rejects
  * when it exits first or `timeoutMs` passes.
  */
-async function spawn(
+export async function spawn(
   command: string,
   args: string[],
   ready: RegExp | undefined,
@@ -213,7 +213,7 @@ export interface DaemonOptions {
   readonly maxPort: number;
   /** Extra flags for `deno run`, e.g. `--cpu-prof`. @default {[]} */
   readonly denoFlags?: readonly string[];
-  /** Extra daemon flags. @default {[]} */
+  /** Extra flags for the daemon, e.g. `--gateway-listen=...`. @default {[]} */
   readonly args?: readonly string[];
 }
 
@@ -321,7 +321,8 @@ export async function startWebsockify(serverPort: number): Promise<Reference> {
   return Object.assign(started, { port });
 }
 
-function freePort(): number {
+/** A port that was free on 127.0.0.1 a moment ago. */
+export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close();
@@ -329,7 +330,11 @@ function freePort(): number {
 }
 
 /** Waits until something listens on `port`, without opening a session. */
-async function waitForPort(port: number, started: Started, timeoutMs = 10_000): Promise<void> {
+export async function waitForPort(
+  port: number,
+  started: Started,
+  timeoutMs = 10_000,
+): Promise<void> {
   const deadline = performance.now() + timeoutMs;
   while (performance.now() < deadline) {
     if (started.exited) throw new Error(`Exited before listening: ${started.lines.join("\n")}`);

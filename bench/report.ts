@@ -16,6 +16,7 @@ import {
   type SetupResult,
   type ThroughputResult,
 } from "./scenarios.ts";
+import type { GatewayResults } from "./gateway.ts";
 import type { ProxyType } from "./sessions.ts";
 import { round } from "./stats.ts";
 
@@ -60,6 +61,8 @@ export interface BenchResults {
   flood?: Outcome<FloodEchoResult>;
   /** Daemon flags of the flood run (the rate limit off, where it exists). */
   floodDaemonFlags?: readonly string[];
+  /** The one-port gateway next to websockify's token plugin. */
+  gateway?: GatewayResults;
 }
 
 /** Sizes of a run. */
@@ -100,9 +103,10 @@ const IDLE_TARGET_MB: Record<number, number> = { 5_000: 150, 10_000: 250 };
 /** The issue's throughput floor: 2.5× snf-vncauthproxy's 684 MB/s. */
 const VNC_FLOOR_MBPS = 2.5 * 684;
 
-type Verdict = "PASS" | "MISS" | "";
+export type Verdict = "PASS" | "MISS" | "";
 
-interface Row {
+/** One line of the table. */
+export interface Row {
   metric: string;
   value: string;
   direct: string;
@@ -113,7 +117,11 @@ interface Row {
   verdict: Verdict;
 }
 
-function cell<T>(outcome: Outcome<T> | undefined, pick: (r: T) => number | undefined): string {
+/** A figure for a cell, with its status when not ok. */
+export function cell<T>(
+  outcome: Outcome<T> | undefined,
+  pick: (r: T) => number | undefined,
+): string {
   if (outcome === undefined) return "–";
   if (outcome.result === undefined) return outcome.status;
   const value = pick(outcome.result);
@@ -122,18 +130,24 @@ function cell<T>(outcome: Outcome<T> | undefined, pick: (r: T) => number | undef
   return outcome.status === "ok" ? text : `${text} (${outcome.status})`;
 }
 
-function num<T>(outcome: Outcome<T> | undefined, pick: (r: T) => number | undefined) {
+/** A figure, when the outcome has one. */
+export function num<T>(
+  outcome: Outcome<T> | undefined,
+  pick: (r: T) => number | undefined,
+): number | undefined {
   if (outcome?.result === undefined) return undefined;
   const value = pick(outcome.result);
   return value !== undefined && Number.isFinite(value) ? value : undefined;
 }
 
-function ratio(a: number | undefined, b: number | undefined): string {
+/** `a / b` as `1.23×`, or nothing. */
+export function ratio(a: number | undefined, b: number | undefined): string {
   if (a === undefined || b === undefined || b === 0) return "";
   return `${round(a / b)}×`;
 }
 
-function verdict(ok: boolean | undefined): Verdict {
+/** PASS, or MISS (also when there is no figure). */
+export function verdict(ok: boolean | undefined): Verdict {
   return ok === undefined ? "MISS" : ok ? "PASS" : "MISS";
 }
 
@@ -377,15 +391,23 @@ function rows(results: BenchResults, sizes: BenchSizes): Row[] {
   return out;
 }
 
-/** The markdown table; the target columns only in full mode. */
-export function formatTable(results: BenchResults, sizes: BenchSizes, full: boolean): string {
+/**
+ * The markdown table; the target columns only in full mode. `extra` rows
+ * (the gateway's) follow the others.
+ */
+export function formatTable(
+  results: BenchResults,
+  sizes: BenchSizes,
+  full: boolean,
+  extra: readonly Row[] = [],
+): string {
   const header = ["metric", "vncauthproxy", "direct", "×direct", "reference", "×reference"];
   if (full) header.push("target", "");
   const lines = [
     `| ${header.join(" | ")} |`,
     `| ${header.map((_, i) => (i === 0 ? "---" : "---:")).join(" | ")} |`,
   ];
-  for (const row of rows(results, sizes)) {
+  for (const row of [...rows(results, sizes), ...extra]) {
     const cells = [row.metric, row.value, row.direct, row.xDirect, row.reference, row.xReference];
     if (full) cells.push(row.target, row.verdict);
     lines.push(`| ${cells.join(" | ")} |`);

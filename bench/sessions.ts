@@ -165,18 +165,23 @@ async function readToEnd(conn: Deno.Conn): Promise<string> {
 /** The viewer's side of RFB 3.8 with security None, through ServerInit. */
 async function noneHandshake(stream: ByteStream): Promise<ByteStream> {
   try {
-    await stream.readFull(new Uint8Array(12));
-    await stream.write(VERSION_38);
-    const types = await readCountedTypes(stream);
-    if (!types.includes(1)) throw new Error(`Security None not offered: ${types}`);
-    await stream.write(Uint8Array.of(1));
-    await expectSecurityOk(stream);
+    await noneSecurity(stream);
     await finishInit(stream);
     return stream;
   } catch (error) {
     stream.close();
     throw error;
   }
+}
+
+/** The viewer's side of RFB 3.8 with security None, to SecurityResult OK. */
+export async function noneSecurity(stream: ByteStream): Promise<void> {
+  await stream.readFull(new Uint8Array(12));
+  await stream.write(VERSION_38);
+  const types = await readCountedTypes(stream);
+  if (!types.includes(1)) throw new Error(`Security None not offered: ${types}`);
+  await stream.write(Uint8Array.of(1));
+  await expectSecurityOk(stream);
 }
 
 /** The viewer's side of RFB 3.8 with VNC authentication, to SecurityResult. */
@@ -208,7 +213,7 @@ async function expectSecurityOk(stream: ByteStream): Promise<void> {
 }
 
 /** Sends a shared ClientInit and reads the fake server's ServerInit. */
-async function finishInit(stream: ByteStream): Promise<void> {
+export async function finishInit(stream: ByteStream): Promise<void> {
   await stream.write(Uint8Array.of(1));
   await stream.readFull(new Uint8Array(SERVER_INIT_LENGTH));
 }

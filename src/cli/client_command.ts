@@ -1,7 +1,7 @@
 /**
- * `vncauthproxy client`: the operator's test command, with snf's flags
- * with snf's flags. Unlike snf's client, `--server` and `--server-port` are
- * honoured (snf's ignored them).
+ * `vncauthproxy client`: the operator's test command, with snf's flags.
+ * Unlike snf's client, `--server` and `--server-port` are honoured (snf's
+ * ignored them), and `--gateway` asks for a single-use gateway token.
  *
  * @module
  */
@@ -12,7 +12,7 @@ import { type ForwardingReply, requestForwarding } from "../control/snf/control_
 import { formatOptionsHelp, type OptionSpec, parseOptions } from "./option_parser.ts";
 import type { CliIo } from "./run_cli.ts";
 
-/** The client's options (snf's, plus `--json`). */
+/** The client's options (snf's, plus `--json` and the gateway's). */
 export const CLIENT_OPTIONS: readonly OptionSpec[] = [
   { long: "help", short: "h", kind: "flag", help: "show this help and exit" },
   { long: "server", kind: "string", metavar: "SERVER", help: "daemon address [127.0.0.1]" },
@@ -31,7 +31,7 @@ export const CLIENT_OPTIONS: readonly OptionSpec[] = [
     short: "P",
     kind: "string",
     metavar: "PASSWORD",
-    help: "one-time VNC password for the client (required)",
+    help: "one-time VNC password for the client (required, but optional with --gateway)",
   },
   { long: "auth-user", kind: "string", metavar: "AUTH_USER", help: "control user (required)" },
   {
@@ -44,7 +44,24 @@ export const CLIENT_OPTIONS: readonly OptionSpec[] = [
     long: "type",
     kind: "string",
     metavar: "TYPE",
-    help: "console type: vnc, vnc-ws or vnc-wss [vnc]",
+    help: "console type: vnc, vnc-ws or vnc-wss [vnc; vnc-wss with --gateway]",
+  },
+  {
+    long: "gateway",
+    kind: "flag",
+    help: "ask for a single-use token for the daemon's gateway port (prints its URL or path)",
+  },
+  {
+    long: "ttl",
+    kind: "float",
+    metavar: "N",
+    help: "with --gateway: seconds the token stays valid [the daemon's --connect-timeout]",
+  },
+  {
+    long: "client-address",
+    kind: "string",
+    metavar: "IP",
+    help: "with --gateway: the only viewer address that may redeem the token",
   },
   { long: "enable-ssl", kind: "flag", help: "use TLS to the control socket" },
   { long: "ca-cert", kind: "string", metavar: "CACERT", help: "PEM CA certificate to trust" },
@@ -61,6 +78,7 @@ export const CLIENT_OPTIONS: readonly OptionSpec[] = [
 export function clientHelp(): string {
   return [
     "Usage: vncauthproxy client -d HOST -p PORT -P PASSWORD --auth-user USER --auth-password PASS [options]",
+    "       vncauthproxy client --gateway -d HOST -p PORT [-P PASSWORD] --auth-user USER --auth-password PASS [options]",
     "",
     "Requests a one-time forwarding from a running vncauthproxy daemon.",
     "",
@@ -78,15 +96,31 @@ export async function runClientCommand(args: readonly string[], io: CliIo): Prom
     return 0;
   }
   if (positionals.length > 0) throw new UsageError(`Unexpected argument "${positionals[0]}"`);
-  for (const required of ["dest", "dport", "password", "auth-user", "auth-password"]) {
-    if (values[required] === undefined) {
-      throw new UsageError(`The --${required} option is required`);
+  const gateway = values.gateway === true;
+  const required = [
+    "dest",
+    "dport",
+    ...(gateway ? [] : ["password"]),
+    "auth-user",
+    "auth-password",
+  ];
+  for (const name of required) {
+    if (values[name] === undefined) {
+      throw new UsageError(`The --${name} option is required`);
     }
   }
-  const type = (values.type ?? "vnc") as string;
+  const type = (values.type ?? (gateway ? "vnc-wss" : "vnc")) as string;
   if (!(CONSOLE_TYPES as readonly string[]).includes(type)) {
     throw new UsageError(`--type must be one of ${CONSOLE_TYPES.join(", ")}`);
   }
+  if (gateway && type === "vnc") throw new UsageError("--gateway needs --type vnc-ws or vnc-wss");
+  for (const name of ["ttl", "client-address"]) {
+    if (values[name] !== undefined && !gateway) {
+      throw new UsageError(`--${name} needs --gateway`);
+    }
+  }
+  const ttl = values.ttl as number | undefined;
+  if (ttl !== undefined && !(ttl > 0)) throw new UsageError("--ttl must be a positive number");
   if (values.strict && values["ca-cert"] === undefined) {
     throw new UsageError("--strict needs --ca-cert");
   }
@@ -102,10 +136,15 @@ export async function runClientCommand(args: readonly string[], io: CliIo): Prom
       sourcePort: (values.sport as number | undefined) ?? 0,
       destinationAddress: dest,
       destinationPort: dport,
-      password: values.password as string,
+      ...(values.password === undefined ? {} : { password: values.password as string }),
       authUser: values["auth-user"] as string,
       authPassword: values["auth-password"] as string,
       type: type as ConsoleType,
+      ...(gateway ? { gateway } : {}),
+      ...(ttl === undefined ? {} : { ttl }),
+      ...(values["client-address"] === undefined
+        ? {}
+        : { clientAddress: values["client-address"] as string }),
     }, {
       server: (values.server as string | undefined) ?? "127.0.0.1",
       port: (values["server-port"] as number | undefined) ?? 24999,
@@ -127,6 +166,9 @@ export async function runClientCommand(args: readonly string[], io: CliIo): Prom
       }:${reply.source_port} -> ${target}: ${reply.status}\n`,
     );
     if (reply.reason !== undefined) io.stdout(`Reason: ${reply.reason}\n`);
+    // The token is the viewer's credential: the operator asked for it.
+    if (reply.url !== undefined) io.stdout(`URL ${reply.url}\n`);
+    else if (reply.path !== undefined) io.stdout(`Path ${reply.path}\n`);
   }
   return reply.status === "OK" ? 0 : 1;
 }

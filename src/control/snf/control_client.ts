@@ -18,14 +18,29 @@ export interface ForwardingRequest {
   readonly destinationAddress: string;
   /** VNC server port. */
   readonly destinationPort: number;
-  /** One-time VNC password the viewer must give. */
-  readonly password: string;
+  /**
+   * One-time VNC password the viewer must give; required unless `gateway`,
+   * where without it the token alone is the viewer's credential.
+   */
+  readonly password?: string;
   /** Control user. */
   readonly authUser: string;
   /** Control user's password. */
   readonly authPassword: string;
   /** Console type. @default {"vnc"} */
   readonly type?: ConsoleType;
+  /**
+   * Token mode: the viewer comes through the daemon's gateway with a
+   * single-use token (`vnc-ws` or `vnc-wss` only). @default {false}
+   */
+  readonly gateway?: boolean;
+  /**
+   * Token mode: the token's lifetime in seconds, capped by the daemon's
+   * `--max-token-ttl`. @default {the daemon's --connect-timeout}
+   */
+  readonly ttl?: number;
+  /** Token mode: the only viewer IP address that may redeem the token. */
+  readonly clientAddress?: string;
 }
 
 /** The daemon's reply, as decoded JSON. */
@@ -91,10 +106,13 @@ export async function requestForwarding(
         "source_port": request.sourcePort ?? 0,
         "destination_address": request.destinationAddress,
         "destination_port": request.destinationPort,
-        password: request.password,
+        ...(request.password === undefined ? {} : { password: request.password }),
         "auth_user": request.authUser,
         "auth_password": request.authPassword,
         type: request.type ?? "vnc",
+        ...(request.gateway ? { gateway: true } : {}),
+        ...(request.ttl === undefined ? {} : { ttl: request.ttl }),
+        ...(request.clientAddress === undefined ? {} : { "client_address": request.clientAddress }),
       };
       await control.write(new TextEncoder().encode(JSON.stringify(body) + "\n"));
       return parseReply(await readAll(control, 64 * 1024));

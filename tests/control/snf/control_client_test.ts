@@ -84,3 +84,48 @@ for (const tls of [false, true]) {
     }
   });
 }
+
+/** A control "daemon" that reads one request line, answers `reply` and closes. */
+function recordingServer(reply: string): { port: number; request: Promise<string> } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const request = (async () => {
+    using conn = await listener.accept();
+    listener.close();
+    const buffer = new Uint8Array(64 * 1024);
+    let filled = 0;
+    while (!new TextDecoder().decode(buffer.subarray(0, filled)).includes("\n")) {
+      const n = await conn.read(buffer.subarray(filled));
+      if (n === null) break;
+      filled += n;
+    }
+    await conn.write(new TextEncoder().encode(reply));
+    return new TextDecoder().decode(buffer.subarray(0, filled));
+  })();
+  return { port: (listener.addr as Deno.NetAddr).port, request };
+}
+
+Deno.test("requestForwarding() sends the gateway fields and omits an absent password", async () => {
+  const reply = '{"source_port": 8443, "status": "OK", "proxy_address": "gw.example", ' +
+    '"token": "t0k", "path": "websockify?token=t0k"}';
+  const cases = [
+    {
+      request: { ...REQUEST, password: undefined, type: "vnc-wss", gateway: true, ttl: 20 },
+      sent: { gateway: true, ttl: 20 },
+      absent: ["password", "client_address"],
+    },
+    {
+      request: { ...REQUEST, type: "vnc-ws", gateway: true, clientAddress: "::1" },
+      sent: { gateway: true, password: "one-time", client_address: "::1" },
+      absent: ["ttl"],
+    },
+    { request: REQUEST, sent: { password: "one-time", type: "vnc" }, absent: ["gateway", "ttl"] },
+  ] as const;
+  for (const { request, sent, absent } of cases) {
+    const server = recordingServer(reply);
+    const answer = await requestForwarding(request, { port: server.port });
+    const body = JSON.parse(await server.request);
+    for (const [field, value] of Object.entries(sent)) assert.equal(body[field], value, field);
+    for (const field of absent) assert.ok(!(field in body), `${field} sent`);
+    assert.equal(answer.path, "websockify?token=t0k");
+  }
+});
