@@ -144,6 +144,21 @@ export class AuthFailLimiter {
     return undefined;
   }
 
+  /**
+   * The limit that is exhausted for `address` (and `user`, when given), or
+   * `undefined`; takes nothing. For checks charged only once they fail
+   * ({@linkcode take} after the fact), so that checks in flight at once do
+   * not count against each other.
+   */
+  exhausted(address: string, user?: string): AuthFailLimit | undefined {
+    if (!this.enabled) return undefined;
+    const now = this.#now();
+    if (this.#bucket(this.#addresses, addressKey(address), now).tokens < 1) return "address";
+    const userKey = user?.slice(0, USER_KEY_LENGTH);
+    if (userKey !== undefined && this.#bucket(this.#users, userKey, now).tokens < 1) return "user";
+    return undefined;
+  }
+
   /** Gives back the tokens {@linkcode take} took for a check that succeeded. */
   giveBack(address: string, user?: string): void {
     if (!this.enabled) return;

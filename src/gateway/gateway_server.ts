@@ -214,20 +214,22 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
       await refuse(conn, duplex, 403, log, "no token", signal);
       return false;
     }
-    const limited = deps.claimFailures.take(peer.ip);
-    if (limited !== undefined) {
+    const tooMany = async () => {
       await refuse(conn, duplex, 403, log, `too many refused claims from ${peer.ip}`, signal);
       return false;
-    }
+    };
     if (token !== undefined) {
+      // A token claim is charged only once refused: tokens are far beyond
+      // guessing, and viewers behind one address redeeming at once must not
+      // count against each other while their claims are in flight.
+      if (deps.claimFailures.exhausted(peer.ip) !== undefined) return await tooMany();
       const claim = await tokens.claim(token, peer.ip);
       if (!claim.ok) {
-        // The failure stays charged; the token (if it exists) is not burnt
-        // when only the address was wrong.
+        // The token (if it exists) is not burnt when only the address was wrong.
+        deps.claimFailures.take(peer.ip);
         await refuse(conn, duplex, 403, log, `token ${claim.hashPrefix}: ${claim.why}`, signal);
         return false;
       }
-      deps.claimFailures.giveBack(peer.ip);
       phase.slot.complete();
       log.info(
         `Token ${claim.hashPrefix} redeemed by ${peer.ip} on path ${pathForLog(head.target)}`,
@@ -237,7 +239,10 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
       });
       return handOver(claim.entry, socket, false, log);
     }
-    // --gateway-snf: the viewer's VNC Authentication answer names its forwarding.
+    // --gateway-snf: the viewer's VNC Authentication answer names its
+    // forwarding. An eight-character password is guessable, so the attempt
+    // is charged before it starts: attempts in flight are bounded too.
+    if (deps.claimFailures.take(peer.ip) !== undefined) return await tooMany();
     phase.slot.complete();
     const socket = await acceptUpgrade(duplex, verdict, {
       pingIntervalMs: config.wsPingIntervalMs,

@@ -89,6 +89,22 @@ Deno.test("AuthFailLimiter.giveBack() returns the tokens of a success: only fail
   assert.deepEqual(limits.size, { addresses: 1, users: 1 });
 });
 
+Deno.test("AuthFailLimiter.exhausted() tells the limit without taking, for charging after a failure", () => {
+  const { limits, advance } = limiter(5);
+  for (let i = 0; i < 100; i++) assert.equal(limits.exhausted("192.0.2.1", "admin"), undefined);
+  assert.deepEqual(limits.size, { addresses: 0, users: 0 }, "asking keeps nothing");
+  for (let i = 0; i < 10; i++) limits.take("192.0.2.1");
+  assert.equal(limits.exhausted("192.0.2.1"), "address");
+  assert.equal(limits.exhausted("192.0.2.2"), undefined, "another address is not limited");
+  for (let i = 0; i < 10; i++) limits.take(`192.0.2.${10 + i}`, "admin");
+  assert.equal(limits.exhausted("192.0.2.99", "admin"), "user");
+  advance(200); // one token back at 5/s
+  assert.equal(limits.exhausted("192.0.2.1"), undefined);
+  assert.equal(limits.exhausted("192.0.2.1"), undefined, "still: asking took nothing");
+  assert.equal(limits.take("192.0.2.1"), undefined);
+  assert.equal(limits.exhausted("192.0.2.1"), "address");
+});
+
 Deno.test("AuthFailLimiter keeps at most maxEntries buckets per map, dropping the oldest", () => {
   const { limits } = limiter(1_000_000, { maxEntries: 100 });
   for (let i = 0; i < 10_000; i++) limits.take(`198.51.100.${i % 256}`, `random${i}`);

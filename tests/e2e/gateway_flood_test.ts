@@ -282,3 +282,27 @@ Deno.test({
   }
   await gw.daemon.waitForLine(new RegExp(`Token ${prefix} redeemed by ::1`));
 });
+
+Deno.test({
+  name: "gateway: valid redemptions from one address at once are not charged as refused claims",
+  ignore,
+}, async () => {
+  // With the default limit (5/s, burst 10) and 40 viewers behind one
+  // address (a NAT, a proxy not marked trusted) opening their consoles at
+  // once: none of them failed, so none may be refused as over the limit.
+  await using fake = startFakeVncServer({});
+  await using gw = await startGatewayDaemon({ users: USERS });
+  const paths: string[] = [];
+  for (let i = 0; i < 40; i++) paths.push((await mint(gw, fake.port)).path!);
+  const results = await Promise.all(
+    paths.map((path) =>
+      connectRawWebSocket({ port: gw.gatewayPort, path: `/${path}`, ...tlsOf(gw) })
+    ),
+  );
+  for (const { socket } of results) socket?.close();
+  assert.deepEqual(
+    results.map(({ response }) => response.status),
+    paths.map(() => 101),
+    gw.daemon.lines.filter((line) => /Refused/.test(line)).slice(0, 3).join("\n"),
+  );
+});
