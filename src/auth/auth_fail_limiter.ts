@@ -122,9 +122,11 @@ export class AuthFailLimiter {
   }
 
   /**
-   * Charges a failed check: one token for `address` and one for `user`
-   * (when given; the gateway's claims have no user). Returns the limit
-   * that was exhausted already, taking nothing, or `undefined`.
+   * Takes one token for `address` and one for `user` (when given; the
+   * gateway's claims have no user): for a check that failed (control
+   * logins, token claims), or before one whose attempts in flight must be
+   * bounded too (password mode). Returns the limit that is exhausted,
+   * taking nothing, or `undefined`.
    */
   take(address: string, user?: string): AuthFailLimit | undefined {
     if (!this.enabled) return undefined;
@@ -145,18 +147,33 @@ export class AuthFailLimiter {
   }
 
   /**
-   * Which limit `address` or `user` (when given) has exhausted already, or
-   * `undefined`: asked before a check, which is then charged with
-   * {@linkcode take} only if it fails. A correct password is never limited,
-   * however many arrive at once.
+   * The limit that is exhausted for `address` (and `user`, when given), or
+   * `undefined`; takes nothing. For checks charged only once they fail
+   * ({@linkcode take} after the fact), so that checks in flight at once do
+   * not count against each other.
    */
-  exceeded(address: string, user?: string): AuthFailLimit | undefined {
+  exhausted(address: string, user?: string): AuthFailLimit | undefined {
     if (!this.enabled) return undefined;
     const now = this.#now();
     if (this.#bucket(this.#addresses, addressKey(address), now).tokens < 1) return "address";
-    if (user === undefined) return undefined;
-    const byUser = this.#bucket(this.#users, user.slice(0, USER_KEY_LENGTH), now);
-    return byUser.tokens < 1 ? "user" : undefined;
+    const userKey = user?.slice(0, USER_KEY_LENGTH);
+    if (userKey !== undefined && this.#bucket(this.#users, userKey, now).tokens < 1) return "user";
+    return undefined;
+  }
+
+  /** Gives back the tokens {@linkcode take} took for a check that succeeded. */
+  giveBack(address: string, user?: string): void {
+    if (!this.enabled) return;
+    const now = this.#now();
+    const keys: [Map<string, Bucket>, string][] = [[this.#addresses, addressKey(address)]];
+    if (user !== undefined) keys.push([this.#users, user.slice(0, USER_KEY_LENGTH)]);
+    for (const [map, key] of keys) {
+      const bucket = map.get(key);
+      if (bucket === undefined) continue;
+      this.#refill(bucket, now);
+      bucket.tokens = Math.min(this.#burst, bucket.tokens + 1);
+      if (bucket.tokens >= this.#burst) map.delete(key);
+    }
   }
 
   /** The bucket of `key` brought up to date (a fresh full one if absent). */

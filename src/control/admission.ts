@@ -124,7 +124,7 @@ export async function authenticate(
   if (users.verifyCached(user, password)) return;
   // The port is dropped: one host's connections share their limit.
   const address = peer.address.slice(0, peer.address.lastIndexOf(":"));
-  const limited = deps.authFailures?.exceeded(address, user);
+  const limited = deps.authFailures?.exhausted(address, user);
   if (limited !== undefined) {
     logger.warn(
       `Authentication failed for control user "${user}" from ${peer.address}: ` +

@@ -249,16 +249,18 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
       await refuse(conn, duplex, 403, log, "no token", signal);
       return false;
     }
-    const limited = deps.claimFailures.exceeded(peer.ip);
-    if (limited !== undefined) {
+    const tooMany = async () => {
       await refuse(conn, duplex, 403, log, `too many refused claims from ${peer.ip}`, signal);
       return false;
-    }
+    };
     if (token !== undefined) {
+      // A token claim is charged only once refused: tokens are far beyond
+      // guessing, and viewers behind one address redeeming at once must not
+      // count against each other while their claims are in flight.
+      if (deps.claimFailures.exhausted(peer.ip) !== undefined) return await tooMany();
       const claim = await tokens.claim(token, peer.ip);
       if (!claim.ok) {
-        // Charged to the address; the token (if it exists) is not burnt
-        // when only the address was wrong.
+        // The token (if it exists) is not burnt when only the address was wrong.
         deps.claimFailures.take(peer.ip);
         await refuse(conn, duplex, 403, log, `token ${claim.hashPrefix}: ${claim.why}`, signal);
         return false;
@@ -272,7 +274,10 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
       });
       return handOver(claim.entry, socket, false, log);
     }
-    // --gateway-snf: the viewer's VNC Authentication answer names its forwarding.
+    // --gateway-snf: the viewer's VNC Authentication answer names its
+    // forwarding. An eight-character password is guessable, so the attempt
+    // is charged before it starts: attempts in flight are bounded too.
+    if (deps.claimFailures.take(peer.ip) !== undefined) return await tooMany();
     phase.slot.complete();
     const socket = await acceptUpgrade(duplex, verdict, {
       pingIntervalMs: config.wsPingIntervalMs,
@@ -287,11 +292,12 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     const entry = passwords.match(answer.challenge, answer.response);
     await sendViewerAuthResult(socket, answer.version, entry !== undefined);
     if (entry === undefined) {
-      deps.claimFailures.take(ip);
+      // Charged before the attempt already.
       log.warn(`Authentication failed for client ${ip}: no pending forwarding matches`);
       socket.close();
       return false;
     }
+    deps.claimFailures.giveBack(ip);
     log.info(`Client ${ip} matched a pending forwarding by its password`);
     return handOver(entry, socket, true, log);
   }

@@ -76,26 +76,32 @@ export async function readPayload(socket: RawWebSocket, count: number): Promise<
 /**
  * Runs a 3.8 viewer's handshake over the WebSocket: security None when
  * `password` is undefined, VNC Authentication otherwise; then ClientInit.
+ * With `oneBytePerFrame`, every byte the viewer sends is a frame of its own.
  * Resolves to the SecurityResult status (0 = OK).
  */
 export async function viewerHandshake(
   socket: RawWebSocket,
   password?: string,
+  options: { readonly oneBytePerFrame?: boolean } = {},
 ): Promise<number> {
+  const send = async (bytes: Uint8Array) => {
+    if (!options.oneBytePerFrame) return await socket.sendBinary(bytes);
+    for (let i = 0; i < bytes.length; i++) await socket.sendBinary(bytes.subarray(i, i + 1));
+  };
   const decoder = new TextDecoder();
   if (decoder.decode(await readPayload(socket, 12)) !== "RFB 003.008\n") {
     throw new Error("Not an RFB 3.8 greeting");
   }
-  await socket.sendBinary(new TextEncoder().encode("RFB 003.008\n"));
+  await send(new TextEncoder().encode("RFB 003.008\n"));
   const offer = await readPayload(socket, 2);
   const type = password === undefined ? 1 : 2;
   if (offer[0] !== 1 || offer[1] !== type) throw new Error(`Offered [${[...offer]}]`);
-  await socket.sendBinary(Uint8Array.of(type));
+  await send(Uint8Array.of(type));
   if (password !== undefined) {
     const challenge = await readPayload(socket, 16);
-    await socket.sendBinary(vncAuthResponse(password, challenge));
+    await send(vncAuthResponse(password, challenge));
   }
   const result = new DataView((await readPayload(socket, 4)).buffer).getUint32(0);
-  if (result === 0) await socket.sendBinary(Uint8Array.of(1)); // ClientInit
+  if (result === 0) await send(Uint8Array.of(1)); // ClientInit
   return result;
 }

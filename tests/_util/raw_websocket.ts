@@ -49,6 +49,11 @@ export interface RawWebSocketOptions {
   headers?: Record<string, string | null>;
   /** HTTP method. @default {"GET"} */
   method?: string;
+  /**
+   * Write every byte in a write of its own (over TLS, each its own record):
+   * the upgrade request and every frame reach the server split to the byte.
+   */
+  oneByteWrites?: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -296,19 +301,48 @@ export function encodeFrame(
   return frame;
 }
 
-async function connect(options: RawWebSocketOptions): Promise<Duplex> {
-  const hostname = options.hostname ?? "127.0.0.1";
-  if (options.tls) {
-    // TCP to `hostname`, TLS checked against the certificate's name.
-    const tcp = await Deno.connect({ hostname, port: options.port });
-    return new ConnDuplex(
-      await Deno.startTls(tcp, {
-        hostname: options.tls.hostname ?? hostname,
-        caCerts: options.tls.caCerts,
-      }),
-    );
+/** A duplex whose writes go out one byte per write. */
+class OneByteWrites implements Duplex {
+  readonly #inner: Duplex;
+
+  constructor(inner: Duplex) {
+    this.#inner = inner;
   }
-  return new ConnDuplex(await Deno.connect({ hostname, port: options.port }));
+
+  get remoteAddress(): string {
+    return this.#inner.remoteAddress;
+  }
+
+  read(buffer: Uint8Array): Promise<number | null> {
+    return this.#inner.read(buffer);
+  }
+
+  async write(data: Uint8Array): Promise<void> {
+    for (let i = 0; i < data.length; i++) await this.#inner.write(data.subarray(i, i + 1));
+  }
+
+  close(): void {
+    this.#inner.close();
+  }
+}
+
+async function connect(options: RawWebSocketOptions): Promise<Duplex> {
+  const duplex = await connectTransport(options.port, options.hostname, options.tls);
+  return options.oneByteWrites ? new OneByteWrites(duplex) : duplex;
+}
+
+/** TCP to `hostname`, or TLS over it checked against the certificate's name. */
+async function connectTransport(
+  port: number,
+  hostname = "127.0.0.1",
+  tls?: { caCerts: string[]; hostname?: string },
+): Promise<Duplex> {
+  const tcp = await Deno.connect({ hostname, port });
+  tcp.setNoDelay(true);
+  if (tls === undefined) return new ConnDuplex(tcp);
+  return new ConnDuplex(
+    await Deno.startTls(tcp, { hostname: tls.hostname ?? hostname, caCerts: tls.caCerts }),
+  );
 }
 
 /**
@@ -353,18 +387,24 @@ export async function connectRawWebSocket(
   }
 }
 
-/** Sends a raw HTTP request and returns the response (body included). */
+/**
+ * Sends a raw HTTP request (over TLS with `options.tls`) and returns the
+ * response (body included).
+ */
 export async function rawHttpRequest(
   port: number,
-  request: string,
+  request: string | Uint8Array,
   hostname = "127.0.0.1",
+  options: { tls?: { caCerts: string[]; hostname?: string } } = {},
 ): Promise<HttpResponse> {
-  const conn = new ConnDuplex(await Deno.connect({ hostname, port }));
+  const conn = await connectTransport(port, hostname, options.tls);
+  const bytes = typeof request === "string" ? encoder.encode(request) : request;
   try {
-    await conn.write(encoder.encode(request));
+    await conn.write(bytes);
     const reader = new ConnReader(conn);
     const response = await readResponseHead(reader);
-    const body = await readBody(reader, response, request.split(" ")[0]!);
+    const method = decoder.decode(bytes.subarray(0, 16)).split(" ")[0]!;
+    const body = await readBody(reader, response, method);
     return { ...response, body: decoder.decode(body) };
   } finally {
     conn.close();

@@ -76,17 +76,33 @@ Deno.test("AuthFailLimiter limits per address and per user name independently", 
   assert.equal(limits.take("192.0.2.31", "operator"), undefined, "another user is not limited");
 });
 
-Deno.test("AuthFailLimiter.exceeded() only looks: checks are charged by take() when they fail", () => {
+Deno.test("AuthFailLimiter.giveBack() returns the tokens of a success: only failures count", () => {
   const { limits } = limiter(5);
   for (let i = 0; i < 100; i++) {
-    assert.equal(limits.exceeded("192.0.2.1", "admin"), undefined, `look #${i}`);
+    assert.equal(limits.take("192.0.2.1", "admin"), undefined, `success #${i}`);
+    limits.giveBack("192.0.2.1", "admin");
   }
-  assert.deepEqual(limits.size, { addresses: 0, users: 0 }, "looking keeps no bucket");
+  assert.deepEqual(limits.size, { addresses: 0, users: 0 }, "a full bucket is not kept");
   for (let i = 0; i < 10; i++) assert.equal(limits.take("192.0.2.1", "admin"), undefined);
-  assert.equal(limits.exceeded("192.0.2.1", "admin"), "address");
-  assert.equal(limits.exceeded("192.0.2.2", "admin"), "user");
-  assert.equal(limits.exceeded("192.0.2.2"), undefined, "no user: only the address counts");
-  assert.equal(limits.exceeded("192.0.2.2", "other"), undefined);
+  assert.equal(limits.take("192.0.2.1", "admin"), "address");
+  limits.giveBack("192.0.2.9", "nobody"); // never taken: nothing to give back
+  assert.deepEqual(limits.size, { addresses: 1, users: 1 });
+});
+
+Deno.test("AuthFailLimiter.exhausted() tells the limit without taking, for charging after a failure", () => {
+  const { limits, advance } = limiter(5);
+  for (let i = 0; i < 100; i++) assert.equal(limits.exhausted("192.0.2.1", "admin"), undefined);
+  assert.deepEqual(limits.size, { addresses: 0, users: 0 }, "asking keeps nothing");
+  for (let i = 0; i < 10; i++) limits.take("192.0.2.1");
+  assert.equal(limits.exhausted("192.0.2.1"), "address");
+  assert.equal(limits.exhausted("192.0.2.2"), undefined, "another address is not limited");
+  for (let i = 0; i < 10; i++) limits.take(`192.0.2.${10 + i}`, "admin");
+  assert.equal(limits.exhausted("192.0.2.99", "admin"), "user");
+  advance(200); // one token back at 5/s
+  assert.equal(limits.exhausted("192.0.2.1"), undefined);
+  assert.equal(limits.exhausted("192.0.2.1"), undefined, "still: asking took nothing");
+  assert.equal(limits.take("192.0.2.1"), undefined);
+  assert.equal(limits.exhausted("192.0.2.1"), "address");
 });
 
 Deno.test("AuthFailLimiter keeps at most maxEntries buckets per map, dropping the oldest", () => {
