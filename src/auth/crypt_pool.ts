@@ -6,7 +6,7 @@
  * for unknown users would stall every live console session.
  *
  * Workers start when checks arrive and stop after a while without one (each
- * holds a V8 isolate, ~20-30 MB of RSS, and the control panel's repeated
+ * holds a V8 isolate and its own Node compatibility layer, ~50 MB of RSS, and the control panel's repeated
  * credentials are answered from `UserDb`'s cache without a crypt), and all
  * stop at {@linkcode CryptPool.close}. A worker that throws, fails to load
  * or overruns its time is terminated, its check rejects with
@@ -69,7 +69,12 @@ export interface CryptPoolOptions {
    * @default {10_000}
    */
   readonly timeoutMs?: number;
-  /** How long a worker without a check stays before it is stopped. @default {60_000} */
+  /**
+   * How long a worker without a check stays before it is stopped. Short: a
+   * live worker holds ~50 MB of RSS, stopping gives it back, and the
+   * panel's repeated credentials need no worker (`UserDb`'s cache), so a
+   * restart (~50 ms) is rare. @default {5_000}
+   */
   readonly idleMs?: number;
 }
 
@@ -136,7 +141,7 @@ export class CryptPool implements Disposable {
     this.#size = options.size;
     this.#queueLimit = options.queueLimit;
     this.#timeoutMs = options.timeoutMs ?? 10_000;
-    this.#idleMs = options.idleMs ?? 60_000;
+    this.#idleMs = options.idleMs ?? 5_000;
     this.#logger = deps.logger;
     this.#createWorker = deps.createWorker ?? createCryptWorker;
   }
