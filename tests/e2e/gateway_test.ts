@@ -5,11 +5,11 @@
  */
 
 import assert from "node:assert/strict";
-import { requestForwardingRaw } from "../_util/daemon_process.ts";
+import { requestForwardingRaw, startDaemon } from "../_util/daemon_process.ts";
 import { startFakeVncServer } from "../_util/fake_vnc_server.ts";
 import { readPayload, startGatewayDaemon, viewerHandshake } from "../_util/gateway.ts";
 import { connectRawWebSocket, rawHttpRequest } from "../_util/raw_websocket.ts";
-import { hasOpenssl } from "../_util/tls.ts";
+import { hasOpenssl, makeTestCertificate } from "../_util/tls.ts";
 
 const CONTROL_PASSWORD = "c0ntrol-Secret!";
 const VNC_PASSWORD = "gw-once1";
@@ -277,4 +277,83 @@ Deno.test({
     "GET /vnc.html HTTP/1.1\r\nHost: localhost\r\n\r\n",
   );
   assert.equal(response.status, 404);
+});
+
+Deno.test({
+  name: "gateway: SIGHUP switches it to a new certificate and a live session goes on",
+  ignore,
+}, async () => {
+  await using fake = startFakeVncServer({});
+  await using first = await makeTestCertificate();
+  await using second = await makeTestCertificate();
+  const dir = await Deno.makeTempDir({ prefix: "vap-gw-tls-" });
+  try {
+    const cert = `${dir}/cert.pem`;
+    const key = `${dir}/key.pem`;
+    await Deno.copyFile(first.certFile, cert);
+    await Deno.copyFile(first.keyFile, key);
+    await using daemon = await startDaemon({
+      users: USERS,
+      args: [
+        "--gateway-listen=127.0.0.1:0",
+        `--cert-file=${cert}`,
+        `--key-file=${key}`,
+        "--drain-timeout=0",
+      ],
+    });
+    const port = Number(/Gateway on \S*?:(\d+)/.exec(await daemon.waitForLine(/Gateway on /))![1]);
+    const redeem = async (caCert: string) => {
+      const reply = await request(daemon.controlPort, fake.port, {
+        gateway: true,
+        type: "vnc-wss",
+      });
+      return await connectRawWebSocket({ port, path: `/${reply.path!}`, tls: tlsTo(caCert) });
+    };
+    const live = await redeem(first.cert);
+    assert.ok(live.socket);
+    assert.equal(await viewerHandshake(live.socket), 0);
+    await readPayload(live.socket, 24);
+
+    await Deno.copyFile(second.certFile, cert);
+    await Deno.copyFile(second.keyFile, key);
+    daemon.kill("SIGHUP");
+    await daemon.waitForLine(/Gateway now uses the reloaded certificate/);
+    const fresh = await redeem(second.cert);
+    assert.ok(fresh.socket, "the new certificate is served");
+    fresh.socket.close();
+    await assert.rejects(redeem(first.cert), "the old certificate is gone");
+
+    // The session that began before the reload still relays.
+    await live.socket.sendBinary(new TextEncoder().encode("still"));
+    assert.equal(new TextDecoder().decode(await readPayload(live.socket, 5)), "still");
+    live.socket.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("--allowed-origins guards a vnc-ws port too, and a refused page burns nothing", async () => {
+  await using fake = startFakeVncServer({});
+  await using daemon = await startDaemon({
+    users: USERS,
+    args: ["--allowed-origins=https://console.example"],
+  });
+  const reply = await request(daemon.controlPort, fake.port, {
+    type: "vnc-ws",
+    password: VNC_PASSWORD,
+  });
+  assert.equal(reply.status, "OK", JSON.stringify(reply));
+  for (const origin of ["https://evil.example", null]) {
+    const refused = await connectRawWebSocket({ port: reply.source_port, headers: { origin } });
+    refused.socket?.close();
+    assert.equal(refused.response.status, 403, String(origin));
+  }
+  const { socket } = await connectRawWebSocket({
+    port: reply.source_port,
+    headers: { origin: "https://console.example" },
+  });
+  assert.ok(socket, "the right page still gets the console");
+  assert.equal(await viewerHandshake(socket, VNC_PASSWORD), 0);
+  socket.close();
+  await daemon.waitForLine(/origin refused/);
 });
