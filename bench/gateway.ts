@@ -35,7 +35,7 @@ import {
   throughput,
   type ThroughputResult,
 } from "./scenarios.ts";
-import { finishInit, noneSecurity, type ProxyEndpoint, type Target } from "./sessions.ts";
+import { noneSecurity, openSession, type ProxyEndpoint, type Target } from "./sessions.ts";
 
 /** The two sides of the gateway rows. */
 export type GatewayTargetName = "gateway" | "websockify-token";
@@ -117,15 +117,7 @@ export function gatewayTarget(endpoint: ProxyEndpoint, pid: number): Target {
         throw new Error(`Gateway request failed: ${reply.reason ?? JSON.stringify(reply)}`);
       }
       const stream = await WsStream.connect(reply.source_port, `/${reply.path}`);
-      try {
-        await noneSecurity(stream);
-        const setupMs = performance.now() - started;
-        await finishInit(stream);
-        return { stream, setupMs };
-      } catch (error) {
-        stream.close();
-        throw error;
-      }
+      return await openSession(stream, started, noneSecurity);
     },
   };
 }
@@ -208,15 +200,7 @@ export function websockifyTokenTarget(websockify: TokenWebsockify): Target {
       websockify.addToken(token);
       try {
         const stream = await WsStream.connect(websockify.port, `/websockify?token=${token}`);
-        try {
-          await noneSecurity(stream);
-          const setupMs = performance.now() - started;
-          await finishInit(stream);
-          return { stream, setupMs };
-        } catch (error) {
-          stream.close();
-          throw error;
-        }
+        return await openSession(stream, started, noneSecurity);
       } finally {
         websockify.removeToken(token);
       }

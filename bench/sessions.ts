@@ -86,15 +86,7 @@ export function proxyTarget(type: ProxyType, endpoint: ProxyEndpoint, pid: numbe
       const started = performance.now();
       const port = await requestForwarding(type, endpoint);
       const stream = type === "vnc" ? await TcpStream.connect(port) : await WsStream.connect(port);
-      try {
-        await vncAuthHandshake(stream);
-        const setupMs = performance.now() - started;
-        await finishInit(stream);
-        return { stream, setupMs };
-      } catch (error) {
-        stream.close();
-        throw error;
-      }
+      return await openSession(stream, started, vncAuthHandshake);
     },
   };
 }
@@ -213,6 +205,27 @@ async function expectSecurityOk(stream: ByteStream): Promise<void> {
 }
 
 /** Sends a shared ClientInit and reads the fake server's ServerInit. */
+/**
+ * Runs a viewer's security handshake on `stream`, timing the set-up from
+ * `started` to its end, then ClientInit and ServerInit; closes the stream
+ * if any of it fails.
+ */
+export async function openSession(
+  stream: ByteStream,
+  started: number,
+  security: (stream: ByteStream) => Promise<void>,
+): Promise<Session> {
+  try {
+    await security(stream);
+    const setupMs = performance.now() - started;
+    await finishInit(stream);
+    return { stream, setupMs };
+  } catch (error) {
+    stream.close();
+    throw error;
+  }
+}
+
 export async function finishInit(stream: ByteStream): Promise<void> {
   await stream.write(Uint8Array.of(1));
   await stream.readFull(new Uint8Array(SERVER_INIT_LENGTH));
