@@ -16,6 +16,7 @@
  * @module
  */
 
+import { ipBytes } from "../io/cidr.ts";
 import { unbracketHost } from "../io/duplex.ts";
 
 /** Options of {@linkcode AuthFailLimiter}. */
@@ -50,17 +51,11 @@ const USER_KEY_LENGTH = 64;
  */
 export function addressKey(address: string): string {
   const bare = unbracketHost(address).replace(/%.*$/, "");
-  if (!bare.includes(":")) return bare;
-  const [head = "", tail] = bare.split("::");
-  const left = head === "" ? [] : head.split(":");
-  const right = tail === undefined || tail === "" ? [] : tail.split(":");
-  const groups = [
-    ...left,
-    ...Array(Math.max(0, 8 - left.length - right.length)).fill("0"),
-    ...right,
-  ];
-  const prefix = groups.slice(0, 4).map((group) => (Number.parseInt(group, 16) || 0).toString(16));
-  return `${prefix.join(":")}::/64`;
+  const bytes = ipBytes(bare);
+  if (bytes === undefined) return bare;
+  if (bytes.length === 4) return bytes.join(".");
+  const groups = [0, 1, 2, 3].map((i) => ((bytes[2 * i]! << 8) | bytes[2 * i + 1]!).toString(16));
+  return `${groups.join(":")}::/64`;
 }
 
 /** Which limit refused a check. */

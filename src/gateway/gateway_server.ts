@@ -481,11 +481,6 @@ function isTls(conn: Deno.Conn): boolean {
   return "handshake" in conn;
 }
 
-/** For log lines: where the gateway listens. */
-export function describeGateway(gateway: Gateway): string {
-  return `${gateway.addresses.join(", ")} (${gateway.publicUrl.origin})`;
-}
-
 /** The `source_port` replies carry for the gateway. */
 export function publicPort(url: URL): number {
   return url.port === "" ? (url.protocol === "https:" ? 443 : 80) : Number(url.port);

@@ -27,7 +27,7 @@ export interface Cidr {
 export function parseCidr(text: string): Cidr {
   const slash = text.indexOf("/");
   const address = canonicalIp(slash === -1 ? text : text.slice(0, slash));
-  const bytes = address === undefined ? undefined : ipBytes(address);
+  const bytes = address === undefined ? undefined : canonicalBytes(address);
   if (bytes === undefined) throw new SyntaxError(`Invalid address range "${text}"`);
   const bits = bytes.length * 8;
   const prefixText = slash === -1 ? String(bits) : text.slice(slash + 1);
@@ -40,8 +40,7 @@ export function parseCidr(text: string): Cidr {
 
 /** True when `address` (any spelling, brackets allowed) lies in `range`. */
 export function cidrContains(range: Cidr, address: string): boolean {
-  const canonical = canonicalIp(address);
-  const bytes = canonical === undefined ? undefined : ipBytes(canonical);
+  const bytes = ipBytes(address);
   if (bytes === undefined || bytes.length !== range.bytes.length) return false;
   let bits = range.prefix;
   for (let i = 0; bits > 0; i++, bits -= 8) {
@@ -51,8 +50,17 @@ export function cidrContains(range: Cidr, address: string): boolean {
   return true;
 }
 
+/**
+ * The bytes of an IP address in any spelling (4 for IPv4, an IPv4-mapped
+ * one included; 16 for IPv6), or `undefined` for anything else or a zone.
+ */
+export function ipBytes(address: string): Uint8Array | undefined {
+  const canonical = canonicalIp(address);
+  return canonical === undefined ? undefined : canonicalBytes(canonical);
+}
+
 /** The bytes of a canonical IP address (no zone), or `undefined`. */
-function ipBytes(address: string): Uint8Array | undefined {
+function canonicalBytes(address: string): Uint8Array | undefined {
   if (!address.includes(":")) {
     const parts = address.split(".").map(Number);
     return parts.length === 4 && parts.every((p) => p >= 0 && p <= 255)

@@ -256,7 +256,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "gateway: the request head and the TLS phase have deadlines; a GET without --web is 404",
+  name:
+    "gateway: an idle connection is dropped at the request-head deadline; a GET without --web is 404",
   ignore,
 }, async () => {
   await using gw = await startGatewayDaemon({
