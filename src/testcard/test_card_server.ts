@@ -384,6 +384,8 @@ class Viewer {
       await Promise.race([this.#settings.picture.next(), this.#ended.promise]);
       const rect = this.#waiting;
       if (this.#isEnded || rect === undefined) continue;
+      // A timer may fire early, or a clock stand still: only a new picture counts.
+      if (this.#settings.picture.current().second === this.#sentSecond) continue;
       this.#waiting = undefined;
       await this.#send(rect).catch(() => this.#duplex.close());
     }
