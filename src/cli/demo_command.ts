@@ -198,7 +198,10 @@ export async function runDemoCommand(args: readonly string[], io: CliIo): Promis
     const user = `demo-${randomText(4, LOWER_ALPHANUMERIC)}`;
     const password = randomText(24, ALPHANUMERIC);
     const authFile = `${files}/users`;
-    await writeUsersFileAtomic(authFile, serializeUsersFile(new Map([[user, hashPassword(password)]])));
+    await writeUsersFileAtomic(
+      authFile,
+      serializeUsersFile(new Map([[user, hashPassword(password)]])),
+    );
 
     let backend: HostPort;
     if (settings.backend === undefined) {

@@ -113,7 +113,10 @@ export function renderTestCard(second: number): Uint8Array {
     x += DIGIT_PITCH;
     if (i === 1 || i === 3) {
       for (const dy of [DIGIT_HEIGHT / 3, DIGIT_HEIGHT * 2 / 3]) {
-        fill({ x: x - 4, y: CLOCK_Y + dy - STROKE / 2, width: STROKE, height: STROKE }, CLOCK_COLOUR);
+        fill(
+          { x: x - 4, y: CLOCK_Y + dy - STROKE / 2, width: STROKE, height: STROKE },
+          CLOCK_COLOUR,
+        );
       }
       x += COLON_WIDTH;
     }

@@ -353,7 +353,9 @@ class Viewer {
       case CLIENT_CUT_TEXT: {
         const length = new DataView((await readExact(duplex, 7)).buffer).getUint32(3);
         const max = this.#settings.maxCutTextBytes;
-        if (length > max) throw new RangeError(`Clipboard text of ${length} bytes (at most ${max})`);
+        if (length > max) {
+          throw new RangeError(`Clipboard text of ${length} bytes (at most ${max})`);
+        }
         await skip(duplex, length);
         return true;
       }
