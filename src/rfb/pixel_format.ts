@@ -94,7 +94,7 @@ export function decodePixelFormat(bytes: Uint8Array): PixelFormat {
 /**
  * Why a pixel format cannot be produced from RGB, or `undefined` when it
  * can: true-colour at 8, 16 or 32 bits a pixel, each channel's maximum of
- * the form 2^n - 1 and its bits inside the pixel.
+ * the form 2^n - 1 and its bits inside the pixel, apart from the others'.
  */
 export function pixelFormatProblem(format: PixelFormat): string | undefined {
   const bpp = format.bitsPerPixel;
@@ -109,6 +109,14 @@ export function pixelFormatProblem(format: PixelFormat): string | undefined {
   ) {
     if (max === 0 || (max & (max + 1)) !== 0) return `${name} maximum ${max}`;
     if (shift + Math.log2(max + 1) > bpp) return `${name} bits outside the pixel`;
+  }
+  const [red, green, blue] = [
+    format.redMax * 2 ** format.redShift,
+    format.greenMax * 2 ** format.greenShift,
+    format.blueMax * 2 ** format.blueShift,
+  ];
+  if ((red & green) !== 0 || (red & blue) !== 0 || (green & blue) !== 0) {
+    return "channels sharing bits";
   }
   return undefined;
 }
@@ -157,13 +165,18 @@ export function packPixels(
   const bytesPerPixel = format.bitsPerPixel / 8;
   const { redMax, greenMax, blueMax, redShift, greenShift, blueShift, bigEndian } = format;
   const [redUnit, greenUnit, blueUnit] = [2 ** redShift, 2 ** greenShift, 2 ** blueShift];
+  // Bits no channel uses are set: RFC 6143 leaves them free, and noVNC 1.3's
+  // raw decoder takes the fourth byte of a 32-bit pixel as canvas alpha
+  // (it means to set it to 255, but indexes from the start of its buffer).
+  const unused = 2 ** format.bitsPerPixel - 1 -
+    (redMax * redUnit + greenMax * greenUnit + blueMax * blueUnit);
   let at = options.offset;
   let o = options.outOffset;
   for (let i = 0; i < count; i++, at += 3) {
     // Scaled with rounding, so 255 maps to the maximum and 0 to 0.
     const value = Math.round(rgb[at]! * redMax / 255) * redUnit +
       Math.round(rgb[at + 1]! * greenMax / 255) * greenUnit +
-      Math.round(rgb[at + 2]! * blueMax / 255) * blueUnit;
+      Math.round(rgb[at + 2]! * blueMax / 255) * blueUnit + unused;
     for (let b = 0; b < bytesPerPixel; b++) {
       const shift = 8 * (bigEndian ? bytesPerPixel - 1 - b : b);
       out[o++] = (value >>> shift) & 0xff;

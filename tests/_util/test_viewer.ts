@@ -154,7 +154,13 @@ export async function readRawUpdate(duplex: Duplex, bytesPerPixel: number): Prom
     ];
     const encoding = header.getInt32(8);
     if (encoding !== 0) throw new Error(`Expected raw encoding, got ${encoding}`);
-    rects.push({ x, y, width, height, pixels: await readExact(duplex, width * height * bytesPerPixel) });
+    rects.push({
+      x,
+      y,
+      width,
+      height,
+      pixels: await readExact(duplex, width * height * bytesPerPixel),
+    });
   }
   return rects;
 }

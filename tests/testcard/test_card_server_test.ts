@@ -113,17 +113,20 @@ Deno.test("a full update shows the eight colour bars and the band in the default
   }
 });
 
-/** Pixel formats viewers ask for, with the bytes expected for pure yellow (255, 255, 0). */
+/**
+ * Pixel formats viewers ask for, with the bytes expected for pure yellow
+ * (255, 255, 0). Unused bits are set: noVNC 1.3 draws the fourth byte as alpha.
+ */
 const FORMATS: readonly { name: string; format: PixelFormat; yellow: number[] }[] = [
   {
     name: "noVNC's 32-bit RGBX (red shift 0)",
     format: { ...DEFAULT_PIXEL_FORMAT, redShift: 0, greenShift: 8, blueShift: 16 },
-    yellow: [255, 255, 0, 0],
+    yellow: [255, 255, 0, 255],
   },
   {
     name: "32-bit big-endian, red shift 16",
     format: { ...DEFAULT_PIXEL_FORMAT, bigEndian: true },
-    yellow: [0, 255, 255, 0],
+    yellow: [255, 255, 255, 0],
   },
   {
     name: "16-bit RGB565 little-endian",
@@ -183,6 +186,7 @@ for (
     ["24 bits per pixel", { ...DEFAULT_PIXEL_FORMAT, bitsPerPixel: 24 }],
     ["a red maximum that is not 2^n - 1", { ...DEFAULT_PIXEL_FORMAT, redMax: 200 }],
     ["red bits outside the pixel", { ...DEFAULT_PIXEL_FORMAT, redShift: 30 }],
+    ["red and green sharing bits", { ...DEFAULT_PIXEL_FORMAT, redShift: 4 }],
   ] as const
 ) {
   Deno.test(`SetPixelFormat with ${name} ends that connection, not the server`, async () => {
