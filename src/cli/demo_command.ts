@@ -153,7 +153,7 @@ export function parseDemoArgs(args: readonly string[]): DemoSettings | "help" {
   if (values.help) return "help";
   if (positionals.length > 0) throw new UsageError(`Unexpected argument "${positionals[0]}"`);
   const ttl = (values.ttl as number | undefined) ?? DEFAULT_TTL_SECONDS;
-  if (!(ttl > 0) || ttl > 86_400) throw new UsageError("--ttl must be from 0 to 86400 seconds");
+  if (!(ttl > 0) || ttl > 86_400) throw new UsageError("--ttl must be more than 0 and at most 86400 seconds");
   let backend: HostPort | undefined;
   if (values.backend !== undefined) {
     try {
