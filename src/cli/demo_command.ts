@@ -18,7 +18,13 @@
 
 import { hashPassword } from "../auth/sha_crypt.ts";
 import { serializeUsersFile, writeUsersFileAtomic } from "../auth/users_file.ts";
-import { DEFAULT_CONFIG, type HostPort, parseHostPort, resolveConfig } from "../config.ts";
+import {
+  type Config,
+  DEFAULT_CONFIG,
+  type HostPort,
+  parseHostPort,
+  resolveConfig,
+} from "../config.ts";
 import {
   type ForwardingReply,
   type ForwardingRequest,
@@ -27,7 +33,7 @@ import {
 } from "../control/snf/control_client.ts";
 import { runDaemon, StartupError } from "../daemon.ts";
 import { describeError, UsageError } from "../errors.ts";
-import { pause } from "../io/deadline.ts";
+import { pause, raceDeadline, startDeadline } from "../io/deadline.ts";
 import { formatHostPort } from "../io/duplex.ts";
 import { createLogger, type Logger } from "../log.ts";
 import type { Session, SessionState } from "../session/session.ts";
@@ -44,6 +50,8 @@ export const MASK = "********";
 const DEFAULT_TTL_SECONDS = 60;
 /** Pause before asking again after a refused or failed request. */
 const RETRY_MS = 5_000;
+/** Bound on the wait for the session of an OK reply (it is there already). */
+const SESSION_START_MS = 5_000;
 
 /** The demo's options. */
 export const DEMO_OPTIONS: readonly OptionSpec[] = [
@@ -153,7 +161,9 @@ export function parseDemoArgs(args: readonly string[]): DemoSettings | "help" {
   if (values.help) return "help";
   if (positionals.length > 0) throw new UsageError(`Unexpected argument "${positionals[0]}"`);
   const ttl = (values.ttl as number | undefined) ?? DEFAULT_TTL_SECONDS;
-  if (!(ttl > 0) || ttl > 86_400) throw new UsageError("--ttl must be more than 0 and at most 86400 seconds");
+  if (!(ttl > 0) || ttl > 86_400) {
+    throw new UsageError("--ttl must be more than 0 and at most 86400 seconds");
+  }
   let backend: HostPort | undefined;
   if (values.backend !== undefined) {
     try {
@@ -208,8 +218,9 @@ export async function runDemoCommand(args: readonly string[], io: CliIo): Promis
       card = startTestCardServer({
         hostname: "127.0.0.1",
         logger: logger.child("[test card]"),
-        // The daemon holds the card's connection until the viewer comes.
-        clientInitTimeoutMs: settings.ttlMs + 30_000,
+        // The daemon holds the card's connection until the viewer comes
+        // (the TTL) and has made it through its handshake (30 s at most).
+        clientInitTimeoutMs: settings.ttlMs + 60_000,
       });
       backend = { host: card.hostname, port: card.port };
       print(`backend: ${formatHostPort(backend.host, backend.port)} (test card)`);
@@ -218,7 +229,7 @@ export async function runDemoCommand(args: readonly string[], io: CliIo): Promis
       print(`backend: ${formatHostPort(backend.host, backend.port)}`);
     }
 
-    let config;
+    let config: Config;
     try {
       config = resolveConfig({
         debug: settings.debug,
@@ -420,7 +431,15 @@ class DemoPanel {
     } else {
       print(`websocket ${n}: ws://${address}/${reply.path ?? ""}`);
     }
-    return { n, session: await session };
+    // Started before the reply's end reached us; the bound only guards that claim.
+    using bound = startDeadline(SESSION_START_MS, signal);
+    const started = await raceDeadline(bound.signal, session).catch(() => undefined);
+    if (started === undefined) {
+      watcher.cancel();
+      if (!signal.aborted) print(`failed ${n}: the daemon started no session for the reply`);
+      return undefined;
+    }
+    return { n, session: started };
   }
 }
 
