@@ -10,10 +10,14 @@
 
 import assert from "node:assert/strict";
 import {
+  BAND_COLOUR,
   BAR_COLOURS,
+  CHANGING_RECT,
+  renderTestCard,
   TEST_CARD_HEIGHT,
   TEST_CARD_WIDTH,
 } from "../../src/testcard/test_card_picture.ts";
+import { captureVnc, hasCommand } from "../_util/real_peers.ts";
 import { startTestCardServer, TEST_CARD_NAME } from "../../src/testcard/test_card_server.ts";
 import { runMain } from "../_util/daemon_process.ts";
 import { type DemoProcess, parseVncOffer, startDemo } from "../_util/demo_process.ts";
@@ -117,6 +121,27 @@ Deno.test("demo: a viewer at the printed address and password sees the test card
     [],
     "a one-time password in the log",
   );
+});
+
+Deno.test({
+  name: hasCommand("gvnccapture") && hasCommand("script")
+    ? "demo: gvnccapture (a real desktop viewer) at the printed address and password captures the test card"
+    : "IGNORED (needs gvnccapture, script): demo with a real desktop viewer",
+  ignore: !hasCommand("gvnccapture") || !hasCommand("script"),
+  async fn() {
+    await using demo = startDemo();
+    const offer = parseVncOffer((await demo.waitFor("vnc")).value);
+    const image = await captureVnc({
+      host: offer.host,
+      port: offer.port,
+      password: offer.password,
+    });
+    assert.deepEqual([image.width, image.height], [TEST_CARD_WIDTH, TEST_CARD_HEIGHT]);
+    // The bars never change: every pixel of them is the test card's.
+    const bars = CHANGING_RECT.y * TEST_CARD_WIDTH * 3;
+    assert.deepEqual(image.data.subarray(0, bars), renderTestCard(0).subarray(0, bars));
+    assert.deepEqual(image.pixel(1, TEST_CARD_HEIGHT - 1), [...BAND_COLOUR]);
+  },
 });
 
 Deno.test("demo --ttl 1: an unused forwarding expires and a new one is printed", async () => {
