@@ -16,7 +16,7 @@
 
 import { describeError } from "../errors.ts";
 import { acceptWithBackoff } from "../io/accept_with_backoff.ts";
-import { readExact, readU8 } from "../io/byte_reader.ts";
+import { readExact, readU8, UnexpectedEofError } from "../io/byte_reader.ts";
 import { startDeadline, withDeadline } from "../io/deadline.ts";
 import { ConnDuplex, type Duplex, formatHostPort } from "../io/duplex.ts";
 import { type Logger, silentLogger } from "../log.ts";
@@ -140,7 +140,9 @@ export function startTestCardServer(options: TestCardOptions = {}): TestCardServ
       const served = serveConnection(duplex, settings, stopping.signal).then(
         () => logger.debug(`${duplex.remoteAddress} left`),
         (error) => {
-          const log = stopping.signal.aborted ? logger.debug : logger.info;
+          // A proxy closing the connection of a forwarding nobody used is routine.
+          const routine = stopping.signal.aborted || error instanceof UnexpectedEofError;
+          const log = routine ? logger.debug : logger.info;
           log(`${duplex.remoteAddress} dropped: ${describeError(error)}`);
         },
       ).finally(() => {
@@ -397,15 +399,22 @@ class Viewer {
   #send(rect: Rect): Promise<void> {
     const { second, rgb } = this.#settings.picture.current();
     this.#sentSecond = second;
-    const bytes = encodeRawUpdate(rgb, rect, this.#format);
+    const bytes = encodeRawUpdate(rgb, { rect, format: this.#format });
     const write = this.#writes.then(() => this.#duplex.write(bytes));
     this.#writes = write.catch(() => {});
     return write;
   }
 }
 
-/** A FramebufferUpdate with one raw rectangle (RFC 6143 §7.6.1, §7.7.1). */
-export function encodeRawUpdate(rgb: Uint8Array, rect: Rect, format: PixelFormat): Uint8Array {
+/**
+ * A FramebufferUpdate with one raw rectangle (RFC 6143 §7.6.1, §7.7.1) of
+ * the test card's RGB picture `rgb`.
+ */
+export function encodeRawUpdate(
+  rgb: Uint8Array,
+  options: { readonly rect: Rect; readonly format: PixelFormat },
+): Uint8Array {
+  const { rect, format } = options;
   const bytesPerPixel = format.bitsPerPixel / 8;
   const out = new Uint8Array(16 + rect.width * rect.height * bytesPerPixel);
   const view = new DataView(out.buffer);
