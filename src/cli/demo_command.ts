@@ -35,7 +35,7 @@ import { runDaemon, StartupError } from "../daemon.ts";
 import { describeError, UsageError } from "../errors.ts";
 import { pause, raceDeadline, startDeadline } from "../io/deadline.ts";
 import { formatHostPort } from "../io/duplex.ts";
-import { createLogger, type Logger } from "../log.ts";
+import { createLogger } from "../log.ts";
 import type { Session, SessionState } from "../session/session.ts";
 import { startTestCardServer, type TestCardServer } from "../testcard/test_card_server.ts";
 import { formatOptionsHelp, type OptionSpec, parseOptions } from "./option_parser.ts";
@@ -257,7 +257,10 @@ export async function runDemoCommand(args: readonly string[], io: CliIo): Promis
     const ready = Promise.withResolvers<readonly string[]>();
     const daemon = runDaemon(config, {
       logger,
-      stop: new Promise((resolve) => stopping.signal.addEventListener("abort", () => resolve())),
+      stop: new Promise((resolve) => {
+        if (stopping.signal.aborted) resolve();
+        else stopping.signal.addEventListener("abort", () => resolve(), { once: true });
+      }),
       onReady: ready.resolve,
       onSessionStart: (session) => watcher.started(session),
     });
@@ -279,11 +282,16 @@ export async function runDemoCommand(args: readonly string[], io: CliIo): Promis
           ttlSeconds: settings.ttlMs / 1000,
           print,
           watcher,
-          logger,
           signal: stopping.signal,
         });
-        offers = Promise.all([panel.keepOffering("browser"), panel.keepOffering("vnc")])
-          .then(() => {});
+        offers = Promise.all([panel.keepOffering("browser"), panel.keepOffering("vnc")]).then(
+          () => {},
+          (error) => {
+            // A bug, not a refusal (those are printed and retried): stop cleanly.
+            logger.error(`The demo's requests failed: ${describeError(error)}`);
+            stopping.abort(error);
+          },
+        );
       }
       await daemon;
     } catch (error) {
@@ -347,7 +355,6 @@ interface DemoPanelOptions {
   readonly ttlSeconds: number;
   readonly print: (line: string) => void;
   readonly watcher: SessionWatcher;
-  readonly logger: Logger;
   readonly signal: AbortSignal;
 }
 
