@@ -23,6 +23,7 @@ import { parseCidr } from "./io/cidr.ts";
 import { formatHostPort } from "./io/duplex.ts";
 import { PortPool } from "./session/port_pool.ts";
 import { SessionRegistry } from "./session/session_registry.ts";
+import type { Session } from "./session/session.ts";
 import { BufferPool } from "./io/buffer_pool.ts";
 import { getFqdn } from "./io/fqdn.ts";
 import type { Logger } from "./log.ts";
@@ -41,6 +42,11 @@ export interface DaemonDeps {
   readonly onReady?: (addresses: readonly string[]) => void;
   /** @default {Deno.connect} */
   readonly connect?: ConnectFunction;
+  /**
+   * Called with each session as it starts, once its control reply went out
+   * (the demo watches its forwardings' states).
+   */
+  readonly onSessionStart?: (session: Session) => void;
 }
 
 /** Thrown for start-up problems the CLI reports and exits non-zero for. */
@@ -70,7 +76,9 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
   }
   const stopping = new AbortController();
   const closing = new AbortController();
-  const sessions = new SessionRegistry();
+  const sessions = new SessionRegistry(
+    deps.onSessionStart ? { onStart: deps.onSessionStart } : {},
+  );
   let control: ControlServer | undefined;
   let gateway: Gateway | undefined;
   const signalHandlers: [Deno.Signal, () => void][] = [];

@@ -42,13 +42,21 @@ async function step(name: string, args: string[]): Promise<{ ok: boolean; output
   return { ok: status.success, output };
 }
 
+/**
+ * The tests' npm packages are pinned and checked by `tests/deno.lock`.
+ * deno.json says `"lock": false`: with a lockfile there, `deno task start`
+ * (and `deno task demo`) would download every npm package it names, test-only
+ * ones included, before running a program that uses none.
+ */
+const TEST_LOCK = ["--lock=tests/deno.lock", "--frozen"];
+
 let gatesFailed = 0;
 if (!testsOnly) {
   for (
     const [name, args] of [
       ["format check", ["fmt", "--check"]],
       ["lint", ["lint"]],
-      ["type check", ["check", "main.ts", "src/", "tests/", "bench/"]],
+      ["type check", ["check", ...TEST_LOCK, "main.ts", "src/", "tests/", "bench/"]],
     ] as const
   ) {
     if (!(await step(name, [...args])).ok) gatesFailed++;
@@ -57,6 +65,7 @@ if (!testsOnly) {
 
 const test = await step("tests", [
   "test",
+  ...TEST_LOCK,
   "--allow-all",
   "--trace-leaks",
   "--parallel",

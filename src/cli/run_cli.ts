@@ -1,5 +1,5 @@
 /**
- * Subcommand dispatch: the daemon (default), `passwd`, `client`, and the
+ * Subcommand dispatch: the daemon (default), `passwd`, `client`, `demo`, and the
  * compatibility entry points of snf's separate tools. Only this module and
  * `main.ts` decide exit codes.
  *
@@ -8,6 +8,7 @@
 
 import { UsageError } from "../errors.ts";
 import { runClientCommand } from "./client_command.ts";
+import { runDemoCommand } from "./demo_command.ts";
 import { runLegacyPasswdCommand, runPasswdCommand, terminalPasswdIo } from "./passwd_command.ts";
 import { runServeCommand } from "./serve_command.ts";
 
@@ -27,7 +28,7 @@ export const processIo: CliIo = {
   stderr: (text) => void Deno.stderr.writeSync(encoder.encode(text)),
 };
 
-const COMMANDS = ["serve", "passwd", "client", "legacy-passwd", "legacy-client"] as const;
+const COMMANDS = ["serve", "passwd", "client", "demo", "legacy-passwd", "legacy-client"] as const;
 
 /**
  * Runs the command line `args` and returns the exit code: 0 on success,
@@ -46,6 +47,8 @@ export async function runCli(args: readonly string[], io: CliIo = processIo): Pr
       case "client":
       case "legacy-client":
         return await runClientCommand(commandArgs, io);
+      case "demo":
+        return await runDemoCommand(commandArgs, io);
       default:
         return await runServeCommand(commandArgs, io);
     }

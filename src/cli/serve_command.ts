@@ -250,7 +250,8 @@ export function serveHelp(): string {
     "Options:",
     formatOptionsHelp(SERVE_OPTIONS),
     "",
-    "Other commands: vncauthproxy passwd --help, vncauthproxy client --help",
+    "Other commands: vncauthproxy passwd --help, vncauthproxy client --help,",
+    "vncauthproxy demo --help",
     "",
   ].join("\n");
 }

@@ -54,6 +54,7 @@ export class Session {
   #viewer: Duplex | undefined;
   #state: SessionState = "waiting";
   #closed: Promise<void> | undefined;
+  readonly #stateListeners = new Set<(state: SessionState) => void>();
   /** Bytes relayed so far: `aToB` viewer to server, `bToA` server to viewer. */
   readonly counters: RelayCounters = { aToB: 0, bToA: 0 };
 
@@ -70,6 +71,15 @@ export class Session {
   /** The current state. */
   get state(): SessionState {
     return this.#state;
+  }
+
+  /**
+   * Calls `listener` with each later state, in order (the demo offers a new
+   * forwarding once this one is taken or gone); the returned function stops it.
+   */
+  onStateChange(listener: (state: SessionState) => void): () => void {
+    this.#stateListeners.add(listener);
+    return () => this.#stateListeners.delete(listener);
   }
 
   /**
@@ -200,5 +210,6 @@ export class Session {
     if (this.#state === next) return;
     this.#deps.logger.debug(`State ${this.#state} -> ${next}`);
     this.#state = next;
+    for (const listener of [...this.#stateListeners]) listener(next);
   }
 }

@@ -11,6 +11,12 @@ import type { Session } from "./session.ts";
 /** The sessions running now. */
 export class SessionRegistry {
   readonly #running = new Map<Session, Promise<void>>();
+  readonly #onStart: ((session: Session) => void) | undefined;
+
+  /** `options.onStart` sees every session as it starts (an embedding program watches them). */
+  constructor(options: { readonly onStart?: (session: Session) => void } = {}) {
+    this.#onStart = options.onStart;
+  }
 
   /** Sessions running now. */
   get size(): number {
@@ -19,6 +25,7 @@ export class SessionRegistry {
 
   /** Runs `session` (its viewer may still be on its way) until it ends. */
   start(session: Session): void {
+    this.#onStart?.(session);
     const running = session.run();
     this.#running.set(session, running);
     running.finally(() => this.#running.delete(session));

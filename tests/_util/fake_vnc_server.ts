@@ -9,6 +9,7 @@
 
 import { readExact, readU32, readU8 } from "../../src/io/byte_reader.ts";
 import { ConnDuplex, type Duplex } from "../../src/io/duplex.ts";
+import { DEFAULT_PIXEL_FORMAT, encodeServerInit } from "../../src/rfb/pixel_format.ts";
 import { encodeU32 } from "../../src/rfb/rfb_messages.ts";
 
 /** How the fake server behaves. */
@@ -157,14 +158,12 @@ async function serve(
     }
   }
   clientInits.push(await readU8(duplex));
-  const name = new TextEncoder().encode(options.desktopName ?? "fake");
-  const init = new Uint8Array(24 + name.length);
-  const view = new DataView(init.buffer);
-  view.setUint16(0, 64);
-  view.setUint16(2, 48);
-  init.set([32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0], 4);
-  view.setUint32(20, name.length);
-  init.set(name, 24);
+  const init = encodeServerInit({
+    width: 64,
+    height: 48,
+    format: DEFAULT_PIXEL_FORMAT,
+    name: options.desktopName ?? "fake",
+  });
   const after = options.afterServerInit ?? new Uint8Array();
   const first = new Uint8Array(init.length + after.length);
   first.set(init);

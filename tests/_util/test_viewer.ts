@@ -102,3 +102,71 @@ export async function readServerInit(
   const name = new TextDecoder().decode(await readExact(duplex, view.getUint32(20)));
   return { width: view.getUint16(0), height: view.getUint16(2), name };
 }
+
+/** Sends a FramebufferUpdateRequest (RFC 6143 §7.5.3). */
+export async function requestUpdate(
+  duplex: Duplex,
+  options: {
+    readonly incremental?: boolean;
+    readonly x?: number;
+    readonly y?: number;
+    readonly width: number;
+    readonly height: number;
+  },
+): Promise<void> {
+  const bytes = new Uint8Array(10);
+  const view = new DataView(bytes.buffer);
+  bytes[0] = 3;
+  bytes[1] = options.incremental ? 1 : 0;
+  view.setUint16(2, options.x ?? 0);
+  view.setUint16(4, options.y ?? 0);
+  view.setUint16(6, options.width);
+  view.setUint16(8, options.height);
+  await duplex.write(bytes);
+}
+
+/** One raw rectangle of a FramebufferUpdate. */
+export interface RawRect {
+  readonly x: number;
+  readonly y: number;
+  readonly width: number;
+  readonly height: number;
+  /** The rectangle's pixels, `bytesPerPixel` each, rows top to bottom. */
+  readonly pixels: Uint8Array;
+}
+
+/**
+ * Reads one FramebufferUpdate (RFC 6143 §7.6.1) whose rectangles are all
+ * raw; throws on any other message or encoding.
+ */
+export async function readRawUpdate(duplex: Duplex, bytesPerPixel: number): Promise<RawRect[]> {
+  const head = await readExact(duplex, 4);
+  if (head[0] !== 0) throw new Error(`Expected a FramebufferUpdate, got message type ${head[0]}`);
+  const count = new DataView(head.buffer).getUint16(2);
+  const rects: RawRect[] = [];
+  for (let i = 0; i < count; i++) {
+    const header = new DataView((await readExact(duplex, 12)).buffer);
+    const [x, y, width, height] = [0, 2, 4, 6].map((at) => header.getUint16(at)) as [
+      number,
+      number,
+      number,
+      number,
+    ];
+    const encoding = header.getInt32(8);
+    if (encoding !== 0) throw new Error(`Expected raw encoding, got ${encoding}`);
+    rects.push({
+      x,
+      y,
+      width,
+      height,
+      pixels: await readExact(duplex, width * height * bytesPerPixel),
+    });
+  }
+  return rects;
+}
+
+/** The RGB of pixel (x, y) of a raw rectangle in the 32-bit default format (blue, green, red, 0). */
+export function rgbAt(rect: RawRect, x: number, y: number): [number, number, number] {
+  const at = ((y - rect.y) * rect.width + (x - rect.x)) * 4;
+  return [rect.pixels[at + 2]!, rect.pixels[at + 1]!, rect.pixels[at]!];
+}

@@ -102,24 +102,29 @@ export async function requestForwarding(
   try {
     return await withDeadline(control, signal, async () => {
       if (conn !== tcp) await (conn as Deno.TlsConn).handshake();
-      const body = {
-        "source_port": request.sourcePort ?? 0,
-        "destination_address": request.destinationAddress,
-        "destination_port": request.destinationPort,
-        ...(request.password === undefined ? {} : { password: request.password }),
-        "auth_user": request.authUser,
-        "auth_password": request.authPassword,
-        type: request.type ?? "vnc",
-        ...(request.gateway ? { gateway: true } : {}),
-        ...(request.ttl === undefined ? {} : { ttl: request.ttl }),
-        ...(request.clientAddress === undefined ? {} : { "client_address": request.clientAddress }),
-      };
+      const body = forwardingRequestBody(request);
       await control.write(new TextEncoder().encode(JSON.stringify(body) + "\n"));
       return parseReply(await readAll(control, 64 * 1024));
     });
   } finally {
     control.close();
   }
+}
+
+/** The JSON object {@linkcode requestForwarding} sends for `request`, in wire field names. */
+export function forwardingRequestBody(request: ForwardingRequest): Record<string, unknown> {
+  return {
+    "source_port": request.sourcePort ?? 0,
+    "destination_address": request.destinationAddress,
+    "destination_port": request.destinationPort,
+    ...(request.password === undefined ? {} : { password: request.password }),
+    "auth_user": request.authUser,
+    "auth_password": request.authPassword,
+    type: request.type ?? "vnc",
+    ...(request.gateway ? { gateway: true } : {}),
+    ...(request.ttl === undefined ? {} : { ttl: request.ttl }),
+    ...(request.clientAddress === undefined ? {} : { "client_address": request.clientAddress }),
+  };
 }
 
 async function readAll(source: Duplex, maxBytes: number): Promise<string> {
