@@ -10,6 +10,7 @@ import { UsageError } from "../errors.ts";
 import { runClientCommand } from "./client_command.ts";
 import { runLegacyPasswdCommand, runPasswdCommand, terminalPasswdIo } from "./passwd_command.ts";
 import { runServeCommand } from "./serve_command.ts";
+import { runStatusCommand } from "./status_command.ts";
 
 /** The CLI's output channels, replaceable in tests. */
 export interface CliIo {
@@ -27,7 +28,14 @@ export const processIo: CliIo = {
   stderr: (text) => void Deno.stderr.writeSync(encoder.encode(text)),
 };
 
-const COMMANDS = ["serve", "passwd", "client", "legacy-passwd", "legacy-client"] as const;
+const COMMANDS = [
+  "serve",
+  "passwd",
+  "client",
+  "legacy-passwd",
+  "legacy-client",
+  "status",
+] as const;
 
 /**
  * Runs the command line `args` and returns the exit code: 0 on success,
@@ -46,6 +54,8 @@ export async function runCli(args: readonly string[], io: CliIo = processIo): Pr
       case "client":
       case "legacy-client":
         return await runClientCommand(commandArgs, io);
+      case "status":
+        return await runStatusCommand(commandArgs, io);
       default:
         return await runServeCommand(commandArgs, io);
     }

@@ -310,7 +310,7 @@ export function serveHelp(): string {
     "Options:",
     formatOptionsHelp(SERVE_OPTIONS),
     "",
-    "Other commands: vncauthproxy passwd --help, vncauthproxy client --help",
+    "Other commands: vncauthproxy passwd --help, vncauthproxy client --help, vncauthproxy status --help",
     "",
   ].join("\n");
 }
