@@ -322,7 +322,11 @@ export class DaemonMetrics implements Disposable {
   }
 }
 
-/** Entries of `/proc/self/fd` (Linux); no sample elsewhere. */
+/**
+ * Entries of `/proc/self/fd` (Linux). Deno lets only `--allow-all` read
+ * `/proc/self`, which the daemon's permissions do not include: then there
+ * is no sample rather than a wrong one.
+ */
 function openFds(): Iterable<[Labels, number]> {
   try {
     let n = 0;

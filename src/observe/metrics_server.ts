@@ -121,6 +121,8 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
   }
 
   async function answer(conn: Deno.Conn, duplex: Duplex, signal: AbortSignal): Promise<void> {
+    const bytes = await readRequestHead(duplex, { maxBytes: MAX_HEAD_BYTES });
+    // Refused after its request is in, so the client reads the 403, not a reset.
     const peer = (conn.remoteAddr as Deno.NetAddr).hostname;
     if (!allowed.some((range) => cidrContains(range, peer))) {
       logger.warn(`Refused a metrics request from ${duplex.remoteAddress}: not in --metrics-allow`);
@@ -128,7 +130,6 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
       await linger(conn, duplex, { signal });
       return;
     }
-    const bytes = await readRequestHead(duplex, { maxBytes: MAX_HEAD_BYTES });
     let status: number;
     let body: string;
     let type = "text/plain; charset=utf-8";
