@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { requestForwardingRaw, startDaemon } from "../_util/daemon_process.ts";
 import { startFakeVncServer } from "../_util/fake_vnc_server.ts";
-import { viewerHandshake } from "../_util/gateway.ts";
+import { startGatewayDaemon, viewerHandshake } from "../_util/gateway.ts";
 import { metricsPort, scrape } from "../_util/metrics.ts";
 import { connectRawWebSocket } from "../_util/raw_websocket.ts";
 
@@ -176,4 +176,40 @@ Deno.test("--max-pending-per-viewer-ip closes the extra handshakes of one addres
     socket.close();
   }
   await daemon.waitForLine(/AUDIT session_end .*cause=viewer_closed/);
+});
+
+Deno.test("--max-pending-per-viewer-ip on the gateway closes one address's extra connections, counted", async () => {
+  await using gw = await startGatewayDaemon({
+    users: PASSWORDS,
+    plain: true,
+    args: [MW, "--max-pending-per-viewer-ip=1"],
+  });
+  const port = await metricsPort(gw.daemon);
+  const idle = await Deno.connect({ hostname: "127.0.0.1", port: gw.gatewayPort });
+  try {
+    const extra = await Deno.connect({ hostname: "127.0.0.1", port: gw.gatewayPort });
+    try {
+      assert.equal(await extra.read(new Uint8Array(16)).catch(() => null), null);
+    } finally {
+      extra.close();
+    }
+    await gw.daemon.waitForLine(/\[G2\] Refused 127\.0\.0\.1:\d+: too many pending connections/);
+    const metrics = await scrape(port);
+    assert.equal(
+      metrics.value("vncauthproxy_viewer_connections_refused_total", { reason: "pending_per_ip" }),
+      1,
+    );
+  } finally {
+    idle.close();
+  }
+  // Its place is free again once the idle one is gone: a static request is answered.
+  let status = 0;
+  for (let i = 0; status !== 404 && i < 20; i++) {
+    status = await fetch(`http://127.0.0.1:${gw.gatewayPort}/`).then(async (r) => {
+      await r.body?.cancel();
+      return r.status;
+    }, () => 0);
+    if (status !== 404) await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  assert.equal(status, 404, "no --web: the gateway answers 404 once the address may come in");
 });
