@@ -344,7 +344,9 @@ function checkOperations(config: Config): void {
     throw new RangeError("--rate-limit must not be negative");
   }
   if (config.metricsListen === undefined) {
-    if (config.metricsAllow.length > 0) throw new RangeError("--metrics-allow needs --metrics-listen");
+    if (config.metricsAllow.length > 0) {
+      throw new RangeError("--metrics-allow needs --metrics-listen");
+    }
   } else if (!isLoopbackHost(config.metricsListen.host) && config.metricsAllow.length === 0) {
     // Metrics show what runs where: only on loopback unless ranges are named.
     throw new RangeError("--metrics-listen on a non-loopback address needs --metrics-allow CIDR");

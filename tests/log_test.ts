@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createLogger } from "../src/log.ts";
-import { AuditLog, auditFields, formatAuditText } from "../src/observe/audit_log.ts";
+import { auditFields, AuditLog, formatAuditText } from "../src/observe/audit_log.ts";
 
 function capture(format: "text" | "json") {
   const lines: string[] = [];
@@ -23,11 +23,20 @@ const END = {
   viewerToServer: 10,
   serverToViewer: 20,
 } as const;
-const FACTS = { controlUser: "admin", kind: "vnc", rendezvous: "port", backend: "10.0.0.5:5901" } as const;
+const FACTS = {
+  controlUser: "admin",
+  kind: "vnc",
+  rendezvous: "port",
+  backend: "10.0.0.5:5901",
+} as const;
 
 Deno.test("--log-format json: one object a line, with time, level, id, event, msg and fields", () => {
   const { logger, lines } = capture("json");
-  logger.child("[C3]").warn("Bad\nthing", { event: "forwarding_failed", reason: "x", skip: undefined });
+  logger.child("[C3]").warn("Bad\nthing", {
+    event: "forwarding_failed",
+    reason: "x",
+    skip: undefined,
+  });
   logger.info("Plain");
   const first = JSON.parse(lines[0]!);
   assert.equal(lines[0]!.endsWith("\n") && lines[0]!.split("\n").length, 2);
@@ -53,7 +62,11 @@ Deno.test("a field cannot overwrite time, level or msg", () => {
   const { logger, lines } = capture("json");
   logger.info("Real", { time: "forged", level: "error", msg: "forged" });
   const record = JSON.parse(lines[0]!);
-  assert.deepEqual([record.time, record.level, record.msg], ["2026-12-01T23:50:00.123Z", "info", "Real"]);
+  assert.deepEqual([record.time, record.level, record.msg], [
+    "2026-12-01T23:50:00.123Z",
+    "info",
+    "Real",
+  ]);
 });
 
 Deno.test("the audit line: text key=value (quoted when needed) and the same fields in JSON", () => {

@@ -416,7 +416,9 @@ function parseRate(text: string): number {
   const value = text.trim().toLowerCase();
   if (value === "off" || value === "0") return 0;
   const match = /^(\d+(?:\.\d+)?)\/s$/.exec(value);
-  if (match === null) throw new RangeError(`--rate-limit must be "N/s", "0" or "off", got "${text}"`);
+  if (match === null) {
+    throw new RangeError(`--rate-limit must be "N/s", "0" or "off", got "${text}"`);
+  }
   return Number(match[1]);
 }
 
@@ -453,7 +455,9 @@ export async function runServeCommand(args: readonly string[], io: CliIo): Promi
     } catch (error) {
       file?.close();
       io.stderr(
-        `vncauthproxy: Cannot open audit log "${config.auditLogFile}": ${(error as Error).message}\n`,
+        `vncauthproxy: Cannot open audit log "${config.auditLogFile}": ${
+          (error as Error).message
+        }\n`,
       );
       return 1;
     }

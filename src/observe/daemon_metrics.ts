@@ -16,12 +16,11 @@ import { CONSOLE_TYPES } from "../config.ts";
 import type { RelayCounters } from "../io/relay.ts";
 import { SESSION_END_CAUSES, type SessionEnd } from "../session/session_events.ts";
 import type { ViewerRefusal } from "../session/viewer_gate.ts";
-import { FAILURE_REASONS, failureReason, type FailureReason } from "./failure_reasons.ts";
+import { FAILURE_REASONS, type FailureReason, failureReason } from "./failure_reasons.ts";
 import { type Counter, type Histogram, type Labels, MetricsRegistry } from "./metrics_registry.ts";
 
 /** How the viewer comes in: a pool port, or the gateway by token or by password. */
 export type RendezvousKind = "port" | "token" | "password";
-
 
 /** A live session's place in the gauges. */
 export interface LiveSession {

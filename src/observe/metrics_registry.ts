@@ -202,7 +202,12 @@ export class MetricsRegistry {
     collect: () => Iterable<[Labels, number]>,
   ): void {
     const values = new Gauge(labelNames, collect);
-    this.#add({ name, help, type: "counter", samples: () => renderEntries(name, values.entries()) });
+    this.#add({
+      name,
+      help,
+      type: "counter",
+      samples: () => renderEntries(name, values.entries()),
+    });
   }
 
   /** Registers a histogram with the given upper bucket bounds (`+Inf` is added). */

@@ -8,9 +8,15 @@ import { parseCidr } from "../../src/io/cidr.ts";
 Deno.test("SessionQuota refuses each limit with its reason and frees a place exactly once", () => {
   const quota = new SessionQuota({ maxSessions: 3, maxPerUser: 2, maxPerBackend: 1 });
   const a = quota.reserve("alice", "h:1");
-  assert.throws(() => quota.reserve("bob", "h:1"), new RefusalError("too many sessions for this VNC server"));
+  assert.throws(
+    () => quota.reserve("bob", "h:1"),
+    new RefusalError("too many sessions for this VNC server"),
+  );
   const b = quota.reserve("alice", "h:2");
-  assert.throws(() => quota.reserve("alice", "h:3"), new RefusalError("too many sessions for this user"));
+  assert.throws(
+    () => quota.reserve("alice", "h:3"),
+    new RefusalError("too many sessions for this user"),
+  );
   quota.reserve("bob", "h:3");
   assert.throws(() => quota.reserve("carol", "h:4"), new RefusalError("too many sessions"));
   a[Symbol.dispose]();

@@ -158,7 +158,9 @@ Deno.test("--log-format json: every line parses, with id, event and audit fields
   assert.equal(gateway.rendezvous, "token");
   assert.equal(gateway.kind, "vnc-ws");
   assert.equal(gateway.cause, "viewer_closed");
-  assert.ok(records.some((r) => r.event === "forwarding_failed" && r.reason === "authentication failed"));
+  assert.ok(
+    records.some((r) => r.event === "forwarding_failed" && r.reason === "authentication failed"),
+  );
   assert.ok(records.some((r) => r.event === "forwarding_set_up" && r.id === "C1"));
   const all = daemon.lines.join("\n");
   for (const secret of [CONTROL_PASSWORD, "not-the-Password", VNC_PASSWORD, token]) {

@@ -106,7 +106,10 @@ Deno.test({
           password: VNC_PASSWORD,
           client_address: bad,
         });
-        assert.deepEqual([reply.status, reply.reason], ["FAILED", "malformed request: client_address"]);
+        assert.deepEqual([reply.status, reply.reason], [
+          "FAILED",
+          "malformed request: client_address",
+        ]);
       }
     });
   },

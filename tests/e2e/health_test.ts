@@ -98,7 +98,11 @@ Deno.test("/readyz is 503 while draining after SIGTERM, metrics answer until the
   const metrics = await scrape(port);
   assert.equal(metrics.value("vncauthproxy_draining"), 1);
   assert.equal(
-    metrics.value("vncauthproxy_sessions_active", { kind: "vnc", rendezvous: "port", state: "relaying" }),
+    metrics.value("vncauthproxy_sessions_active", {
+      kind: "vnc",
+      rendezvous: "port",
+      state: "relaying",
+    }),
     1,
     "the live session goes on while draining",
   );

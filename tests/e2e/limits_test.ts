@@ -44,7 +44,10 @@ Deno.test("--max-sessions, --max-sessions-per-user and --max-sessions-per-backen
     const third = await forward(daemon.controlPort, second.port);
     assert.deepEqual([third.status, third.reason], ["FAILED", "too many sessions"]);
     const metrics = await scrape(port);
-    assert.equal(metrics.value("vncauthproxy_forwardings_failed_total", { reason: "limit_sessions" }), 1);
+    assert.equal(
+      metrics.value("vncauthproxy_forwardings_failed_total", { reason: "limit_sessions" }),
+      1,
+    );
   });
   await t.step("--max-sessions-per-user", async () => {
     await using daemon = await startDaemon({
@@ -62,31 +65,39 @@ Deno.test("--max-sessions, --max-sessions-per-user and --max-sessions-per-backen
       1,
     );
   });
-  await t.step("--max-sessions-per-backend, and the place comes back when a session ends", async () => {
-    await using daemon = await startDaemon({
-      users: PASSWORDS,
-      args: [MW, "--max-sessions-per-backend=1", "--connect-timeout=1"],
-    });
-    const port = await metricsPort(daemon);
-    assert.equal((await forward(daemon.controlPort, first.port)).status, "OK");
-    const same = await forward(daemon.controlPort, first.port, { user: "other" });
-    assert.deepEqual([same.status, same.reason], ["FAILED", "too many sessions for this VNC server"]);
-    assert.equal((await forward(daemon.controlPort, second.port)).status, "OK");
-    const metrics = await scrape(port);
-    assert.equal(
-      metrics.value("vncauthproxy_forwardings_failed_total", { reason: "limit_sessions_per_backend" }),
-      1,
-    );
-    // No viewer comes: after --connect-timeout the session ends and frees its place.
-    await daemon.waitForLine(/cause=no_viewer/, 10_000);
-    await daemon.waitForLine(/Session ended/);
-    let again = await forward(daemon.controlPort, first.port, { user: "other" });
-    for (let i = 0; again.status !== "OK" && i < 50; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      again = await forward(daemon.controlPort, first.port, { user: "other" });
-    }
-    assert.equal(again.status, "OK", JSON.stringify(again));
-  });
+  await t.step(
+    "--max-sessions-per-backend, and the place comes back when a session ends",
+    async () => {
+      await using daemon = await startDaemon({
+        users: PASSWORDS,
+        args: [MW, "--max-sessions-per-backend=1", "--connect-timeout=1"],
+      });
+      const port = await metricsPort(daemon);
+      assert.equal((await forward(daemon.controlPort, first.port)).status, "OK");
+      const same = await forward(daemon.controlPort, first.port, { user: "other" });
+      assert.deepEqual([same.status, same.reason], [
+        "FAILED",
+        "too many sessions for this VNC server",
+      ]);
+      assert.equal((await forward(daemon.controlPort, second.port)).status, "OK");
+      const metrics = await scrape(port);
+      assert.equal(
+        metrics.value("vncauthproxy_forwardings_failed_total", {
+          reason: "limit_sessions_per_backend",
+        }),
+        1,
+      );
+      // No viewer comes: after --connect-timeout the session ends and frees its place.
+      await daemon.waitForLine(/cause=no_viewer/, 10_000);
+      await daemon.waitForLine(/Session ended/);
+      let again = await forward(daemon.controlPort, first.port, { user: "other" });
+      for (let i = 0; again.status !== "OK" && i < 50; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        again = await forward(daemon.controlPort, first.port, { user: "other" });
+      }
+      assert.equal(again.status, "OK", JSON.stringify(again));
+    },
+  );
 });
 
 Deno.test("--rate-limit refuses control requests over N/s per source address, counted", async () => {
@@ -100,7 +111,9 @@ Deno.test("--rate-limit refuses control requests over N/s per source address, co
   assert.deepEqual(reasons.slice(0, 2), ["OK", "OK"]);
   assert.ok(reasons.slice(2).includes("too many requests"), JSON.stringify(reasons));
   const metrics = await scrape(port);
-  assert.ok(metrics.value("vncauthproxy_forwardings_failed_total", { reason: "rate_limited" }) >= 1);
+  assert.ok(
+    metrics.value("vncauthproxy_forwardings_failed_total", { reason: "rate_limited" }) >= 1,
+  );
 });
 
 Deno.test("per-request idle_timeout / max_session_time above the daemon's are refused with a reason", async () => {
@@ -122,10 +135,16 @@ Deno.test("per-request idle_timeout / max_session_time above the daemon's are re
     const reply = await forward(daemon.controlPort, fake.port, fields);
     assert.deepEqual([reply.status, reply.reason], ["FAILED", reason], JSON.stringify(fields));
   }
-  const ok = await forward(daemon.controlPort, fake.port, { idle_timeout: 30, max_session_time: 60 });
+  const ok = await forward(daemon.controlPort, fake.port, {
+    idle_timeout: 30,
+    max_session_time: 60,
+  });
   assert.equal(ok.status, "OK");
   const metrics = await scrape(port);
-  assert.equal(metrics.value("vncauthproxy_forwardings_failed_total", { reason: "limit_idle_timeout" }), 2);
+  assert.equal(
+    metrics.value("vncauthproxy_forwardings_failed_total", { reason: "limit_idle_timeout" }),
+    2,
+  );
   assert.equal(
     metrics.value("vncauthproxy_forwardings_failed_total", { reason: "limit_max_session_time" }),
     1,
@@ -142,9 +161,9 @@ Deno.test("--max-pending-per-viewer-ip closes the extra handshakes of one addres
   const reply = await forward(daemon.controlPort, fake.port, { type: "vnc-ws" });
   assert.equal(reply.status, "OK", JSON.stringify(reply));
   // Two connections sit in their WebSocket handshake: the third is closed unread.
-  const idle = await Promise.all([0, 1].map(() =>
-    Deno.connect({ hostname: "127.0.0.1", port: reply.source_port })
-  ));
+  const idle = await Promise.all(
+    [0, 1].map(() => Deno.connect({ hostname: "127.0.0.1", port: reply.source_port })),
+  );
   try {
     const extra = await Deno.connect({ hostname: "127.0.0.1", port: reply.source_port });
     try {

@@ -55,7 +55,8 @@ async function checkExposition(text: string): Promise<void> {
   }
   const promtool = which("promtool");
   if (promtool === undefined) {
-    console.warn("SKIPPED promtool check metrics: promtool not installed (Debian: prometheus)");
+    // deno-lint-ignore no-console
+    console.warn("!!! SKIPPED promtool check metrics: promtool not installed (Debian: prometheus)");
     return;
   }
   const child = new Deno.Command(promtool, {
@@ -157,17 +158,28 @@ Deno.test("/metrics moves with real sessions and failures, parses, and names no 
     after.value("vncauthproxy_forwardings_failed_total", { reason: "vnc_server_refused" }),
     1,
   );
-  assert.equal(after.value("vncauthproxy_forwardings_failed_recent", { reason: "vnc_server_refused" }), 1);
+  assert.equal(
+    after.value("vncauthproxy_forwardings_failed_recent", { reason: "vnc_server_refused" }),
+    1,
+  );
   assert.equal(after.value("vncauthproxy_control_auth_failures_total"), 1);
   assert.equal(after.value("vncauthproxy_sessions_ended_total", { cause: "viewer_closed" }), 1);
   assert.equal(after.value("vncauthproxy_sessions_ended_total", { cause: "idle_timeout" }), 0);
   assert.equal(
-    after.value("vncauthproxy_sessions_active", { kind: "vnc", rendezvous: "port", state: "relaying" }),
+    after.value("vncauthproxy_sessions_active", {
+      kind: "vnc",
+      rendezvous: "port",
+      state: "relaying",
+    }),
     0,
   );
-  assert.ok(after.value("vncauthproxy_relayed_bytes_total", { direction: "viewer_to_server" }) >= 4);
+  assert.ok(
+    after.value("vncauthproxy_relayed_bytes_total", { direction: "viewer_to_server" }) >= 4,
+  );
   // ServerInit (24 + 4 bytes of name) and the echo.
-  assert.ok(after.value("vncauthproxy_relayed_bytes_total", { direction: "server_to_viewer" }) >= 32);
+  assert.ok(
+    after.value("vncauthproxy_relayed_bytes_total", { direction: "server_to_viewer" }) >= 32,
+  );
   assert.equal(after.count("vncauthproxy_setup_seconds"), 1);
   assert.equal(after.count("vncauthproxy_backend_handshake_seconds"), 1);
   assert.equal(after.count("vncauthproxy_viewer_auth_seconds"), 1);
@@ -217,7 +229,10 @@ Deno.test("--metrics-listen on a non-loopback address needs --metrics-allow; out
   try {
     const refused = await runMain([`--auth-file=${users}`, "--metrics-listen=0.0.0.0:0"]);
     assert.equal(refused.code, 2);
-    assert.match(refused.stderr, /--metrics-listen on a non-loopback address needs --metrics-allow/);
+    assert.match(
+      refused.stderr,
+      /--metrics-listen on a non-loopback address needs --metrics-allow/,
+    );
   } finally {
     await Deno.remove(users.replace(/\/users$/, ""), { recursive: true });
   }
@@ -234,7 +249,8 @@ Deno.test("--metrics-listen on a non-loopback address needs --metrics-allow; out
     i.family === "IPv4" && !i.address.startsWith("127.") && !i.address.startsWith("198.51.100.")
   );
   if (nonLoopback === undefined) {
-    console.warn("SKIPPED the 403 half: no non-loopback IPv4 address on this machine");
+    // deno-lint-ignore no-console
+    console.warn("!!! SKIPPED the 403 half: no non-loopback IPv4 address on this machine");
     return;
   }
   const outside = await fetch(`http://${nonLoopback.address}:${port}/metrics`);

@@ -46,9 +46,11 @@ Deno.test("DaemonMetrics counts recent failures in a window of whole minutes", (
   now += 3 * 60_000; // the first is 5 minutes old: out of the window
   assert.equal(recent("authentication_failed"), 0);
   assert.equal(recent("vnc_server_refused"), 1);
-  const total = readExposition(metrics.registry.render()).find((s) =>
-    s.name === "vncauthproxy_forwardings_failed_total" && s.labels.reason === "authentication_failed"
-  )!.value;
+  const total =
+    readExposition(metrics.registry.render()).find((s) =>
+      s.name === "vncauthproxy_forwardings_failed_total" &&
+      s.labels.reason === "authentication_failed"
+    )!.value;
   assert.equal(total, 1, "the total never forgets");
 });
 
@@ -78,7 +80,10 @@ Deno.test("a session's life moves the active gauge, the end causes and the bytes
   assert.equal(value("vncauthproxy_relayed_bytes_total", { direction: "server_to_viewer" }), 7);
   assert.equal(value("vncauthproxy_session_duration_seconds_count", {}), 1);
   // No gateway sample for plain vnc: a pool port serves it.
-  assert.equal(value("vncauthproxy_sessions_active", { kind: "vnc", rendezvous: "token" }), undefined);
+  assert.equal(
+    value("vncauthproxy_sessions_active", { kind: "vnc", rendezvous: "token" }),
+    undefined,
+  );
 });
 
 Deno.test("summarize() prints sessions by kind, the pool and recent failures", () => {

@@ -5,7 +5,9 @@ import { readExposition } from "../../src/observe/exposition_reader.ts";
 
 Deno.test("MetricsRegistry renders counters, gauges and histograms in the 0.0.4 text format", () => {
   const registry = new MetricsRegistry();
-  const counter = registry.counter("t_requests_total", "Requests.\nSecond line \\ here.", ["reason"]);
+  const counter = registry.counter("t_requests_total", "Requests.\nSecond line \\ here.", [
+    "reason",
+  ]);
   counter.inc({ reason: "a" });
   counter.inc({ reason: "a" }, 2);
   counter.declare({ reason: "b" });

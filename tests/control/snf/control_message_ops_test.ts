@@ -3,10 +3,10 @@ import { parseForwardRequest } from "../../../src/control/snf/control_message.ts
 import { RefusalError } from "../../../src/errors.ts";
 
 const BASE = {
-  auth_user: "admin",
-  auth_password: "pw",
-  destination_address: "10.0.0.5",
-  destination_port: 5901,
+  "auth_user": "admin",
+  "auth_password": "pw",
+  "destination_address": "10.0.0.5",
+  "destination_port": 5901,
   password: "one-time",
 };
 
