@@ -85,8 +85,8 @@ export async function startControlServer(deps: ControlServerDeps): Promise<Contr
 
   function onConnection(conn: Deno.Conn): void {
     const control = new ConnDuplex(conn);
-    const id = `[C${nextId++}]`;
-    const logger = deps.logger.child(id);
+    const id = `C${nextId++}`;
+    const logger = deps.logger.child(`[${id}]`);
     const slot = slots.admit(control.remoteAddress, () => control.close());
     const handler = slot === undefined
       ? refuseBusy(control, logger, deps)
@@ -148,7 +148,7 @@ async function refuseBusy(
 export interface ControlConnectionOptions {
   /** The connection's logger (`[C<n>]`). */
   readonly logger: Logger;
-  /** The connection's forwarding id (`[C3]`), for the audit line. */
+  /** The connection's forwarding id (`C3`), for the audit line. */
   readonly id?: string;
   /**
    * Its place among the control connections: touched on every read, and
@@ -241,7 +241,7 @@ export async function handleControlConnection(
         route,
         viewerPassword: request.password,
         controlUser: request.authUser,
-        id: /\[([^\]]*)\]/.exec(options.id ?? "")?.[1] ?? options.id,
+        ...(options.id !== undefined ? { id: options.id } : {}),
         ...(request.idleTimeoutMs !== undefined ? { idleTimeoutMs: request.idleTimeoutMs } : {}),
         ...(request.maxSessionTimeMs !== undefined
           ? { maxSessionTimeMs: request.maxSessionTimeMs }
