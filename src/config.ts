@@ -108,6 +108,26 @@ export interface Config {
   readonly relayBufferIdleBytes: number;
   /** Relay buffer bytes lent out at once before sessions get small ones. */
   readonly relayBufferLentBytes: number;
+
+  // Operations (metrics, health, logs, limits).
+  /** `--log-format`: snf's text lines or JSON lines. */
+  readonly logFormat: "text" | "json";
+  /** `--audit-log`: a file of its own for the audit lines, reopened on SIGHUP. */
+  readonly auditLogFile: string | undefined;
+  /** `--metrics-listen`: `/metrics`, `/healthz`, `/readyz`; off when undefined. */
+  readonly metricsListen: HostPort | undefined;
+  /** `--metrics-allow`: address ranges that may scrape (loopback always may). */
+  readonly metricsAllow: readonly string[];
+  /** `--max-sessions`: sessions live and pending together; 0 = no limit. */
+  readonly maxSessions: number;
+  /** `--max-sessions-per-user`: per control user; 0 = no limit. */
+  readonly maxSessionsPerUser: number;
+  /** `--max-sessions-per-backend`: per VNC server `host:port`; 0 = no limit. */
+  readonly maxSessionsPerBackend: number;
+  /** `--max-pending-per-viewer-ip`: viewer connections in their handshake per address; 0 = no limit. */
+  readonly maxPendingPerViewerIp: number;
+  /** `--rate-limit`: control requests a second per source address and per user; 0 = no limit. */
+  readonly rateLimit: number;
 }
 
 /** A listen address and port (`--gateway-listen`). */
@@ -183,6 +203,15 @@ export const DEFAULT_CONFIG: Config = Object.freeze({
   maxGatewayConnections: 1024,
   relayBufferIdleBytes: 4 * 1024 * 1024,
   relayBufferLentBytes: 64 * 1024 * 1024,
+  logFormat: "text",
+  auditLogFile: undefined,
+  metricsListen: undefined,
+  metricsAllow: [],
+  maxSessions: 0,
+  maxSessionsPerUser: 0,
+  maxSessionsPerBackend: 0,
+  maxPendingPerViewerIp: 0,
+  rateLimit: 0,
 });
 
 /**
@@ -287,10 +316,46 @@ export function resolveConfig(overrides: Partial<Config> = {}): Config {
   if (config.listenAddress === "") {
     throw new RangeError("--listen-address must not be empty");
   }
+  checkOperations(config);
   if (config.proxyListenAddress === "") {
     throw new RangeError("--proxy-listen-address must not be empty");
   }
   return Object.freeze(config);
+}
+
+/** The operations block: formats, limits, and where metrics may be scraped from. */
+function checkOperations(config: Config): void {
+  if (config.logFormat !== "text" && config.logFormat !== "json") {
+    throw new RangeError(`--log-format must be text or json, got "${config.logFormat}"`);
+  }
+  for (
+    const [flag, value] of [
+      ["--max-sessions", config.maxSessions],
+      ["--max-sessions-per-user", config.maxSessionsPerUser],
+      ["--max-sessions-per-backend", config.maxSessionsPerBackend],
+      ["--max-pending-per-viewer-ip", config.maxPendingPerViewerIp],
+    ] as const
+  ) {
+    if (!Number.isInteger(value) || value < 0) {
+      throw new RangeError(`${flag} must be a non-negative integer (0 = no limit)`);
+    }
+  }
+  if (!(config.rateLimit >= 0) || !Number.isFinite(config.rateLimit)) {
+    throw new RangeError("--rate-limit must not be negative");
+  }
+  if (config.metricsListen === undefined) {
+    if (config.metricsAllow.length > 0) {
+      throw new RangeError("--metrics-allow needs --metrics-listen");
+    }
+  } else if (!isLoopbackHost(config.metricsListen.host) && config.metricsAllow.length === 0) {
+    // Metrics show what runs where: only on loopback unless ranges are named.
+    throw new RangeError("--metrics-listen on a non-loopback address needs --metrics-allow CIDR");
+  }
+}
+
+/** True for loopback literals and `localhost`. */
+export function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
 function checkPort(flag: string, value: number, min: number): void {

@@ -29,6 +29,12 @@ import { getFqdn } from "./io/fqdn.ts";
 import type { Logger } from "./log.ts";
 import { acquirePidFile, type PidFile } from "./pid_file.ts";
 import type { ConnectFunction } from "./rfb/backend_handshake.ts";
+import { AuditLog } from "./observe/audit_log.ts";
+import { DaemonMetrics } from "./observe/daemon_metrics.ts";
+import { type MetricsServer, startMetricsServer } from "./observe/metrics_server.ts";
+import { SessionQuota } from "./control/session_quota.ts";
+import { RequestRateLimit } from "./control/request_rate_limit.ts";
+import { PendingViewers, viewerGate } from "./session/viewer_gate.ts";
 
 /** Collaborators of the daemon, replaceable in tests. */
 export interface DaemonDeps {
@@ -47,6 +53,8 @@ export interface DaemonDeps {
    * (the demo watches its forwardings' states).
    */
   readonly onSessionStart?: (session: Session) => void;
+  /** Where session-end audit lines go besides the log. @default {the log only} */
+  readonly audit?: AuditLog;
 }
 
 /** Thrown for start-up problems the CLI reports and exits non-zero for. */
@@ -80,7 +88,10 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
     deps.onSessionStart ? { onStart: deps.onSessionStart } : {},
   );
   let control: ControlServer | undefined;
+  let controlUp = false;
+  let draining = false;
   let gateway: Gateway | undefined;
+  let metricsServer: MetricsServer | undefined;
   const signalHandlers: [Deno.Signal, () => void][] = [];
   const crypt = new CryptPool(
     { size: config.cryptWorkers, queueLimit: config.cryptQueueLimit },
@@ -99,6 +110,18 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
     const ports = new PortPool(config.minPort, config.maxPort, {
       cooldownMs: config.portCooldownMs,
     });
+    const poolSize = config.maxPort - config.minPort + 1;
+    const metrics = new DaemonMetrics({
+      poolFree: () => ports.available,
+      poolSize,
+      controlConnections: () => control?.connections ?? 0,
+      cryptQueue: () => crypt.waiting,
+      users: () => users.size,
+      draining: () => draining,
+    });
+    using _sampler = metrics;
+    metrics.startLagSampler();
+    const pendingViewers = new PendingViewers(config.maxPendingPerViewerIp);
     const buffers = new BufferPool({
       maxIdleBytes: config.relayBufferIdleBytes,
       maxLentBytes: config.relayBufferLentBytes,
@@ -117,6 +140,10 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
         host: isWildcardAddress(config.gatewayListen.host)
           ? await getFqdn()
           : config.gatewayListen.host,
+        viewerGate: viewerGate({
+          pending: pendingViewers,
+          onRefused: (refusal) => metrics.viewerRefused(refusal),
+        }),
       });
     }
 
@@ -136,12 +163,54 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
         authFailures: new AuthFailLimiter({ perSecond: config.authFailLimit }),
         ...(gateway ? { gateway } : {}),
         ...(origins ? { origins } : {}),
+        metrics,
+        audit: deps.audit ?? new AuditLog(),
+        quota: new SessionQuota({
+          maxSessions: config.maxSessions,
+          maxPerUser: config.maxSessionsPerUser,
+          maxPerBackend: config.maxSessionsPerBackend,
+        }),
+        pendingViewers,
+        rateLimit: new RequestRateLimit(config.rateLimit),
       });
+      controlUp = true;
     } catch (error) {
       throw new StartupError(
         `Cannot listen on ${config.listenAddress}:${config.listenPort}: ${describeError(error)}`,
         { cause: error },
       );
+    }
+
+    if (config.metricsListen !== undefined) {
+      const listen = config.metricsListen;
+      const allow = startupStep(
+        "Invalid --metrics-allow",
+        () => config.metricsAllow.map(parseCidr),
+      );
+      try {
+        metricsServer = await startMetricsServer({
+          listen,
+          allow,
+          registry: metrics.registry,
+          health: {
+            controlUp: () => controlUp,
+            users: () => users.size,
+            poolFree: () => ports.available,
+            poolSize,
+            draining: () => draining,
+          },
+          logger,
+          resolveTimeoutMs: config.controlTimeoutMs,
+        });
+      } catch (error) {
+        throw new StartupError(
+          `Cannot listen on ${formatHostPort(listen.host, listen.port)} (metrics): ${
+            describeError(error)
+          }`,
+          { cause: error },
+        );
+      }
+      logger.info(`Metrics, health and readiness on ${metricsServer.addresses.join(", ")}`);
     }
 
     const server = control;
@@ -201,8 +270,10 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
 
     const cause = await stopRequested.promise;
     logger.info(`Caught ${cause}, closing control sockets`);
+    draining = true;
     stopping.abort(new Error("The daemon is stopping"));
     await control.close();
+    controlUp = false;
     await gateway?.close();
     await sessions.drain(config.drainTimeoutMs, logger);
   } finally {
@@ -212,6 +283,8 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
     await gateway?.close();
     closing.abort(new Error("The daemon stopped"));
     await sessions.settled();
+    // Last: health and metrics answer through the whole drain.
+    await metricsServer?.close();
     // After the control server: its last requests got their checks.
     crypt.close();
     pidFile?.release();
@@ -231,7 +304,7 @@ function startupStep<T>(what: string, step: () => T): T {
 /** Builds the gateway's parts from the configuration and binds it. */
 async function startGatewayAtStart(
   config: Config,
-  deps: Pick<GatewayDeps, "logger" | "tls" | "stopping" | "origins" | "host">,
+  deps: Pick<GatewayDeps, "logger" | "tls" | "stopping" | "origins" | "host" | "viewerGate">,
 ): Promise<Gateway> {
   const listen = config.gatewayListen!;
   if (!config.gatewayPlain && deps.tls() === undefined) {

@@ -11,6 +11,15 @@
  * @module
  */
 
+/** `--log-format`: snf's text lines, or one JSON object a line. */
+export type LogFormat = "text" | "json";
+
+/**
+ * Structured fields of an event, for JSON lines (`event` names it); text
+ * lines carry the same facts in their message. Never a secret.
+ */
+export type LogFields = Readonly<Record<string, string | number | boolean | undefined>>;
+
 /** Severity of a log line, in increasing order. */
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
@@ -36,13 +45,13 @@ export interface LogSink {
 /** The logging interface passed to every module that logs. */
 export interface Logger {
   /** Logs at DEBUG (only with `--debug`). */
-  debug(message: string): void;
+  debug(message: string, fields?: LogFields): void;
   /** Logs at INFO. */
-  info(message: string): void;
+  info(message: string, fields?: LogFields): void;
   /** Logs at WARNING. */
-  warn(message: string): void;
+  warn(message: string, fields?: LogFields): void;
   /** Logs at ERROR. */
-  error(message: string): void;
+  error(message: string, fields?: LogFields): void;
   /** Returns a logger whose lines start with `prefix` (e.g. `[C3]`). */
   child(prefix: string): Logger;
 }
@@ -57,6 +66,13 @@ export interface LoggerOptions {
   now?: () => Date;
   /** Program name in each line. @default {"vncauthproxy"} */
   program?: string;
+  /**
+   * `text`: snf's lines; `json`: one object a line with `time` (ISO 8601,
+   * UTC), `level`, `id` (the forwarding id, e.g. `C3`, when there is one),
+   * `event` (`message` unless the caller named it), `msg` and the
+   * caller's fields. @default {"text"}
+   */
+  format?: LogFormat;
 }
 
 const encoder = new TextEncoder();
@@ -73,23 +89,51 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const threshold = LEVEL_RANK[options.level ?? "info"];
   const sinks = options.sinks ?? [stderrSink];
   const now = options.now ?? (() => new Date());
-  const head = `${options.program ?? "vncauthproxy"}[${Deno.pid}]`;
+  const program = options.program ?? "vncauthproxy";
+  const head = `${program}[${Deno.pid}]`;
+  const json = options.format === "json";
 
-  function emit(level: LogLevel, prefix: string, message: string): void {
+  function emit(level: LogLevel, prefix: string, message: string, fields?: LogFields): void {
     if (LEVEL_RANK[level] < threshold) return;
     const text = sanitizeLogText(message);
-    const line = `${formatTime(now())} ${head}  ${LEVEL_NAME[level]}: ${prefix}${text}\n`;
+    const line = json
+      ? jsonLine(now(), level, prefix, text, fields)
+      : `${formatTime(now())} ${head}  ${LEVEL_NAME[level]}: ${prefix}${text}\n`;
     for (const sink of sinks) sink.write(line);
   }
 
   function make(prefix: string): Logger {
     return {
-      debug: (message) => emit("debug", prefix, message),
-      info: (message) => emit("info", prefix, message),
-      warn: (message) => emit("warn", prefix, message),
-      error: (message) => emit("error", prefix, message),
+      debug: (message, fields) => emit("debug", prefix, message, fields),
+      info: (message, fields) => emit("info", prefix, message, fields),
+      warn: (message, fields) => emit("warn", prefix, message, fields),
+      error: (message, fields) => emit("error", prefix, message, fields),
       child: (more) => make(`${prefix}${more} `),
     };
+  }
+
+  function jsonLine(
+    date: Date,
+    level: LogLevel,
+    prefix: string,
+    text: string,
+    fields: LogFields | undefined,
+  ): string {
+    // `[C3] ` prefixes name the forwarding (the innermost one wins).
+    const ids = [...prefix.matchAll(/\[([^\]]*)\]/g)].map((m) => m[1]);
+    const record: Record<string, unknown> = {
+      time: date.toISOString(),
+      level,
+      program,
+      pid: Deno.pid,
+      ...(ids.length > 0 ? { id: ids[ids.length - 1] } : {}),
+      event: "message",
+      msg: text,
+    };
+    for (const [key, value] of Object.entries(fields ?? {})) {
+      if (value !== undefined && !(key in record && key !== "event")) record[key] = value;
+    }
+    return `${JSON.stringify(record)}\n`;
   }
   return make("");
 }

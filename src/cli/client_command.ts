@@ -61,7 +61,7 @@ export const CLIENT_OPTIONS: readonly OptionSpec[] = [
     long: "client-address",
     kind: "string",
     metavar: "IP",
-    help: "with --gateway: the only viewer address that may redeem the token",
+    help: "the only viewer address (a pool port also takes a CIDR) that may connect",
   },
   { long: "enable-ssl", kind: "flag", help: "use TLS to the control socket" },
   { long: "ca-cert", kind: "string", metavar: "CACERT", help: "PEM CA certificate to trust" },
@@ -114,11 +114,7 @@ export async function runClientCommand(args: readonly string[], io: CliIo): Prom
     throw new UsageError(`--type must be one of ${CONSOLE_TYPES.join(", ")}`);
   }
   if (gateway && type === "vnc") throw new UsageError("--gateway needs --type vnc-ws or vnc-wss");
-  for (const name of ["ttl", "client-address"]) {
-    if (values[name] !== undefined && !gateway) {
-      throw new UsageError(`--${name} needs --gateway`);
-    }
-  }
+  if (values.ttl !== undefined && !gateway) throw new UsageError("--ttl needs --gateway");
   const ttl = values.ttl as number | undefined;
   if (ttl !== undefined && !(ttl > 0)) throw new UsageError("--ttl must be a positive number");
   if (values.strict && values["ca-cert"] === undefined) {

@@ -11,6 +11,7 @@ import { runClientCommand } from "./client_command.ts";
 import { runDemoCommand } from "./demo_command.ts";
 import { runLegacyPasswdCommand, runPasswdCommand, terminalPasswdIo } from "./passwd_command.ts";
 import { runServeCommand } from "./serve_command.ts";
+import { runStatusCommand } from "./status_command.ts";
 
 /** The CLI's output channels, replaceable in tests. */
 export interface CliIo {
@@ -28,7 +29,15 @@ export const processIo: CliIo = {
   stderr: (text) => void Deno.stderr.writeSync(encoder.encode(text)),
 };
 
-const COMMANDS = ["serve", "passwd", "client", "demo", "legacy-passwd", "legacy-client"] as const;
+const COMMANDS = [
+  "serve",
+  "passwd",
+  "client",
+  "demo",
+  "status",
+  "legacy-passwd",
+  "legacy-client",
+] as const;
 
 /**
  * Runs the command line `args` and returns the exit code: 0 on success,
@@ -49,6 +58,8 @@ export async function runCli(args: readonly string[], io: CliIo = processIo): Pr
         return await runClientCommand(commandArgs, io);
       case "demo":
         return await runDemoCommand(commandArgs, io);
+      case "status":
+        return await runStatusCommand(commandArgs, io);
       default:
         return await runServeCommand(commandArgs, io);
     }

@@ -12,6 +12,7 @@ import { UsageError } from "../errors.ts";
 import { createLogger, FileSink, type LogSink, stderrSink } from "../log.ts";
 import { formatOptionsHelp, type OptionSpec, parseOptions } from "./option_parser.ts";
 import type { CliIo } from "./run_cli.ts";
+import { AuditLog } from "../observe/audit_log.ts";
 
 const d = DEFAULT_CONFIG;
 
@@ -95,6 +96,64 @@ const SNF_OPTIONS: readonly OptionSpec[] = [
     kind: "string",
     metavar: "PROXY_LISTEN_ADDRESS",
     help: `address of the forwarded ports, * for all IPv4 and IPv6 [${d.proxyListenAddress}]`,
+  },
+];
+
+/** Operations: metrics and health, log format and audit log, limits. */
+const OPERATIONS_OPTIONS: readonly OptionSpec[] = [
+  {
+    long: "log-format",
+    kind: "string",
+    metavar: "text|json",
+    help: `log lines as snf's text or as JSON objects [${d.logFormat}]`,
+  },
+  {
+    long: "audit-log",
+    kind: "string",
+    metavar: "FILE",
+    help: "also write the session-end audit lines to FILE (reopened on SIGHUP)",
+  },
+  {
+    long: "metrics-listen",
+    kind: "string",
+    metavar: "ADDR:PORT",
+    help: "serve /metrics (Prometheus), /healthz and /readyz here (off by default)",
+  },
+  {
+    long: "metrics-allow",
+    kind: "string",
+    metavar: "CIDR,...",
+    help: "who may scrape besides loopback; required for a non-loopback --metrics-listen",
+  },
+  {
+    long: "max-sessions",
+    kind: "int",
+    metavar: "N",
+    help: "sessions live and pending together; 0 = no limit [0]",
+  },
+  {
+    long: "max-sessions-per-user",
+    kind: "int",
+    metavar: "N",
+    help: "sessions per control user; 0 = no limit [0]",
+  },
+  {
+    long: "max-sessions-per-backend",
+    kind: "int",
+    metavar: "N",
+    help: "sessions per VNC server host:port; 0 = no limit [0]",
+  },
+  {
+    long: "max-pending-per-viewer-ip",
+    kind: "int",
+    metavar: "N",
+    help: "viewer connections in their handshake per address (gateway, ports); 0 = no limit [0]",
+  },
+  {
+    long: "rate-limit",
+    kind: "string",
+    metavar: "N/s",
+    help: "control requests per source address and per user, burst 2N; 0 or off = none [off]",
   },
 ];
 
@@ -237,6 +296,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     metavar: "N",
     help: `gateway connections before their request is complete [${d.maxGatewayConnections}]`,
   },
+  ...OPERATIONS_OPTIONS,
 ];
 
 /** Help text of the daemon. */
@@ -251,7 +311,7 @@ export function serveHelp(): string {
     formatOptionsHelp(SERVE_OPTIONS),
     "",
     "Other commands: vncauthproxy passwd --help, vncauthproxy client --help,",
-    "vncauthproxy demo --help",
+    "vncauthproxy demo --help, vncauthproxy status --help",
     "",
   ].join("\n");
 }
@@ -318,11 +378,49 @@ export function parseServeArgs(args: readonly string[]): Config | "help" {
       webDir: str("web"),
       maxTokenTtlMs: ms("max-token-ttl"),
       maxGatewayConnections: num("max-gateway-connections"),
+      ...operationsOverrides(str, num, list),
     } as Partial<Config>);
   } catch (error) {
     if (error instanceof RangeError) throw new UsageError(error.message, { cause: error });
     throw error;
   }
+}
+
+/** The operations block of the command line. */
+function operationsOverrides(
+  str: (name: string) => string | undefined,
+  num: (name: string) => number | undefined,
+  list: (name: string) => string[],
+): Partial<Config> {
+  const rate = str("rate-limit");
+  return {
+    logFormat: str("log-format") as Config["logFormat"] | undefined,
+    auditLogFile: str("audit-log"),
+    metricsListen: str("metrics-listen") === undefined
+      ? undefined
+      : parseHostPort(str("metrics-listen")!),
+    metricsAllow: list("metrics-allow"),
+    maxSessions: num("max-sessions"),
+    maxSessionsPerUser: num("max-sessions-per-user"),
+    maxSessionsPerBackend: num("max-sessions-per-backend"),
+    maxPendingPerViewerIp: num("max-pending-per-viewer-ip"),
+    rateLimit: rate === undefined ? undefined : parseRate(rate),
+  } as Partial<Config>;
+}
+
+/**
+ * Parses `--rate-limit`: `N/s`, `0` or `off`.
+ *
+ * @throws {RangeError} on anything else.
+ */
+function parseRate(text: string): number {
+  const value = text.trim().toLowerCase();
+  if (value === "off" || value === "0") return 0;
+  const match = /^(\d+(?:\.\d+)?)\/s$/.exec(value);
+  if (match === null) {
+    throw new RangeError(`--rate-limit must be "N/s", "0" or "off", got "${text}"`);
+  }
+  return Number(match[1]);
 }
 
 /** Runs the daemon; returns the exit code. */
@@ -346,9 +444,39 @@ export async function runServeCommand(args: readonly string[], io: CliIo): Promi
     }
     sinks.push(file);
   }
-  const logger = createLogger({ level: config.debug ? "debug" : "info", sinks });
+  const logger = createLogger({
+    level: config.debug ? "debug" : "info",
+    sinks,
+    format: config.logFormat,
+  });
+  let auditFile: FileSink | undefined;
+  if (config.auditLogFile !== undefined) {
+    try {
+      auditFile = new FileSink(config.auditLogFile);
+    } catch (error) {
+      file?.close();
+      io.stderr(
+        `vncauthproxy: Cannot open audit log "${config.auditLogFile}": ${
+          (error as Error).message
+        }\n`,
+      );
+      return 1;
+    }
+  }
+  const audit = new AuditLog(
+    auditFile === undefined
+      ? []
+      : [createLogger({ level: "info", sinks: [auditFile], format: config.logFormat })],
+  );
   try {
-    await runDaemon(config, { logger, onReload: () => file?.reopen() });
+    await runDaemon(config, {
+      logger,
+      audit,
+      onReload: () => {
+        file?.reopen();
+        auditFile?.reopen();
+      },
+    });
     return 0;
   } catch (error) {
     if (error instanceof StartupError) {
@@ -358,5 +486,6 @@ export async function runServeCommand(args: readonly string[], io: CliIo): Promi
     throw error;
   } finally {
     file?.close();
+    auditFile?.close();
   }
 }

@@ -26,10 +26,17 @@ import type { Gateway, TokenOffer } from "../gateway/gateway_server.ts";
 import type { OriginPolicy } from "../http/origin_policy.ts";
 import { openPortRendezvous } from "../session/port_rendezvous.ts";
 import type { Rendezvous } from "../session/rendezvous.ts";
-import type { PortPool } from "../session/port_pool.ts";
+import type { PortLease, PortPool } from "../session/port_pool.ts";
 import { Session } from "../session/session.ts";
 import type { SessionLimits } from "../session/session_spec.ts";
 import type { AuthFailLimiter } from "../auth/auth_fail_limiter.ts";
+import { formatHostPort } from "../io/duplex.ts";
+import { parseCidr } from "../io/cidr.ts";
+import type { AuditLog } from "../observe/audit_log.ts";
+import type { DaemonMetrics } from "../observe/daemon_metrics.ts";
+import { recordSession } from "../observe/session_recorder.ts";
+import { type PendingViewers, viewerGate } from "../session/viewer_gate.ts";
+import type { SessionQuota } from "./session_quota.ts";
 
 /** What admission needs from the daemon. */
 export interface AdmissionDeps {
@@ -55,6 +62,14 @@ export interface AdmissionDeps {
   readonly gateway?: Gateway;
   /** Which pages may open a WebSocket (`--allowed-origins`). @default {any} */
   readonly origins?: OriginPolicy;
+  /** The daemon's metrics. @default {none} */
+  readonly metrics?: DaemonMetrics;
+  /** Where session-end audit lines go. @default {none} */
+  readonly audit?: AuditLog;
+  /** `--max-sessions`, `--max-sessions-per-user`, `--max-sessions-per-backend`. @default {none} */
+  readonly quota?: SessionQuota;
+  /** `--max-pending-per-viewer-ip` at pool ports. @default {no limit} */
+  readonly pendingViewers?: PendingViewers;
 }
 
 /** A control user's credentials, as a front door received them (secret). */
@@ -72,7 +87,12 @@ export interface ControlCredentials {
  * set) or by its one-time password.
  */
 export type ViewerRoute =
-  | { readonly rendezvous: "port"; readonly sourcePort: number }
+  | {
+    readonly rendezvous: "port";
+    readonly sourcePort: number;
+    /** Only viewers from this address or range may connect. */
+    readonly clientAddress?: string;
+  }
   | { readonly rendezvous: "token"; readonly ttlMs: number; readonly clientAddress?: string }
   | { readonly rendezvous: "password" };
 
@@ -89,6 +109,14 @@ export interface SessionRequest {
    * which alone is then the credential.
    */
   readonly viewerPassword: string | undefined;
+  /** The control user who asked (not secret): session limits and the audit line. */
+  readonly controlUser?: string;
+  /** The forwarding id of log lines (`C3`). */
+  readonly id?: string;
+  /** Asked-for idle timeout; no larger than `--idle-timeout` (when set). */
+  readonly idleTimeoutMs?: number;
+  /** Asked-for session time limit; no larger than `--max-session-time` (when set). */
+  readonly maxSessionTimeMs?: number;
 }
 
 /** A session ready for its viewer, and where the viewer goes. */
@@ -174,12 +202,20 @@ export async function admit(
   if (route.rendezvous === "port" && request.kind === "vnc-wss" && tls === undefined) {
     throw new RefusalError("TLS is not configured");
   }
-  const lease = route.rendezvous === "port" ? deps.ports.acquire(route.sourcePort) : undefined;
-  if (lease) logger.debug(`Got port ${lease.port} from pool, ${deps.ports.available} remaining`);
+  const limits = requestedLimits(request, config);
+  const bound = route.rendezvous === "port" && route.clientAddress !== undefined
+    ? parseCidr(route.clientAddress)
+    : undefined;
+  const backendText = formatHostPort(request.backend.host, request.backend.port);
+  const hold = deps.quota?.reserve(request.controlUser, backendText);
+  let lease: PortLease | undefined;
   let backend: Backend | undefined;
   let rendezvous: Rendezvous | undefined;
   try {
+    lease = route.rendezvous === "port" ? deps.ports.acquire(route.sourcePort) : undefined;
+    if (lease) logger.debug(`Got port ${lease.port} from pool, ${deps.ports.available} remaining`);
     using phase = startDeadline(config.serverTimeoutMs, deps.stopping);
+    const dialled = performance.now();
     backend = await openBackend(request.backend, {
       retries: config.connectRetries,
       retryWaitMs: config.retryWaitMs,
@@ -187,6 +223,7 @@ export async function admit(
       logger,
       ...(deps.connect ? { connect: deps.connect } : {}),
     });
+    deps.metrics?.backendHandshake(performance.now() - dialled);
     let port: number | undefined;
     let token: TokenOffer | undefined;
     let waitMs = config.connectTimeoutMs;
@@ -206,6 +243,11 @@ export async function admit(
           ...(deps.origins ? { origins: deps.origins } : {}),
         },
         ...(tls ? { tls } : {}),
+        gate: viewerGate({
+          ...(bound ? { bound } : {}),
+          ...(deps.pendingViewers ? { pending: deps.pendingViewers } : {}),
+          onRefused: (refusal) => deps.metrics?.viewerRefused(refusal),
+        }),
       });
       rendezvous = opened;
       port = opened.port;
@@ -226,7 +268,7 @@ export async function admit(
           ? { kind: "none" }
           : { kind: "vnc-password", password: request.viewerPassword },
         kind: request.kind,
-        limits: { ...sessionLimits(config), waitMs },
+        limits: { ...sessionLimits(config), ...limits, waitMs },
       },
       rendezvous,
       {
@@ -234,6 +276,17 @@ export async function admit(
         stopping: deps.stopping,
         closing: deps.closing,
         ...(deps.buffers ? { buffers: deps.buffers } : {}),
+        observer: recordSession(
+          {
+            controlUser: request.controlUser,
+            kind: request.kind,
+            rendezvous: route.rendezvous,
+            backend: backendText,
+          },
+          { logger, id: `[${request.id ?? "-"}]` },
+          deps,
+        ),
+        ...(hold ? { hold } : {}),
       },
     );
     return {
@@ -247,8 +300,33 @@ export async function admit(
     backend?.duplex.close();
     await rendezvous?.close();
     lease?.release();
+    hold?.[Symbol.dispose]();
     throw error;
   }
+}
+
+/**
+ * The request's own idle and session time limits: no larger than the
+ * daemon's (0 asks for "never", larger than any limit).
+ *
+ * @throws {RefusalError} `idle_timeout above the daemon's limit` /
+ * `max_session_time above the daemon's limit`.
+ */
+function requestedLimits(
+  request: SessionRequest,
+  config: Config,
+): Pick<SessionLimits, "idleTimeoutMs" | "maxSessionTimeMs"> {
+  const pick = (asked: number | undefined, daemon: number, field: string) => {
+    if (asked === undefined) return daemon;
+    if (daemon > 0 && (asked === 0 || asked > daemon)) {
+      throw new RefusalError(`${field} above the daemon's limit`);
+    }
+    return asked;
+  };
+  return {
+    idleTimeoutMs: pick(request.idleTimeoutMs, config.idleTimeoutMs, "idle_timeout"),
+    maxSessionTimeMs: pick(request.maxSessionTimeMs, config.maxSessionTimeMs, "max_session_time"),
+  };
 }
 
 /** The daemon-wide limits every session gets. */

@@ -42,6 +42,7 @@ import { PasswordRendezvous } from "../session/password_rendezvous.ts";
 import { MemoryTokenStore } from "../tokens/token_store.ts";
 import { type ListenerScheme, OriginPolicy } from "../http/origin_policy.ts";
 import { fileBodyChunks, type StaticFiles } from "./static_files.ts";
+import type { ViewerGate } from "../session/viewer_gate.ts";
 
 /** What the gateway needs from the daemon. */
 export interface GatewayDeps {
@@ -68,6 +69,11 @@ export interface GatewayDeps {
   readonly publicUrl?: URL;
   /** This host's name, for the default public URL. */
   readonly host: string;
+  /**
+   * Decides on each connection as it arrives (`--max-pending-per-viewer-ip`):
+   * a refused one is closed before any byte. @default {anyone}
+   */
+  readonly viewerGate?: ViewerGate;
 }
 
 /** A token minted for one session. */
@@ -154,12 +160,27 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     setNoDelay(conn);
     const duplex = new ConnDuplex(conn);
     const log = logger.child(`[G${nextId++}]`);
+    // Behind a trusted proxy every viewer shares its address: not counted.
+    const direct = canonicalIp((conn.remoteAddr as Deno.NetAddr).hostname) ?? "";
+    const viaProxy = deps.trustedProxies.some((range) => cidrContains(range, direct));
+    const verdict = viaProxy ? undefined : deps.viewerGate?.enter(duplex.remoteAddress);
+    if (verdict !== undefined && !verdict.ok) {
+      log.warn(`Refused ${duplex.remoteAddress}: ${verdict.why}`, {
+        event: "viewer_refused",
+        refusal: verdict.refusal,
+      });
+      duplex.close();
+      return;
+    }
     const slot = slots.admit(duplex.remoteAddress, () => duplex.close());
     const handler = slot === undefined
       ? refuseBusy(conn, duplex, log)
       : serveConnection(conn, duplex, slot, log);
     handlers.add(handler);
-    handler.finally(() => handlers.delete(handler));
+    handler.finally(() => {
+      verdict?.pending[Symbol.dispose]();
+      handlers.delete(handler);
+    });
   }
 
   async function serveConnection(

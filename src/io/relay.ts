@@ -179,8 +179,9 @@ class RelayState implements EventListenerObject {
 }
 
 /**
- * Copies `from` → `to` until EOF or error, then ends the relay as `side`
- * (with the error, if any). Never rejects.
+ * Copies `from` → `to` until EOF or error, then ends the relay as `side`,
+ * or as the other side when writing to it failed (with the error, if
+ * any). Never rejects.
  */
 async function pump(
   from: Duplex,
@@ -193,11 +194,14 @@ async function pump(
   let buffer: Uint8Array = idle;
   let peak = FIRST_BULK_BUFFER;
   let error: unknown = undefined;
+  let writing = false;
   try {
     while (true) {
       const n = await from.read(buffer);
       if (n === null) break;
+      writing = true;
       await to.write(n === buffer.length ? buffer : buffer.subarray(0, n));
+      writing = false;
       if (side === "a") state.counters.aToB += n;
       else state.counters.bToA += n;
       if (n === buffer.length && buffer.length < MAX_RELAY_BUFFER) {
@@ -215,6 +219,7 @@ async function pump(
   } finally {
     if (buffer !== idle) pool.give(buffer);
   }
-  state.end(side, error);
+  // A failed write is the destination's end (a viewer gone mid-update), not the source's.
+  state.end(writing ? (side === "a" ? "b" : "a") : side, error);
   state.stopped();
 }

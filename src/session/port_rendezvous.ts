@@ -18,6 +18,7 @@ import type { PortLease, PortPool } from "./port_pool.ts";
 import type { ArrivedViewer, Rendezvous } from "./rendezvous.ts";
 import { type ClientListener, openTcpListener } from "./tcp_listener.ts";
 import { openWebSocketListener } from "./websocket_listener.ts";
+import type { ViewerGate } from "./viewer_gate.ts";
 
 /** Options of {@linkcode openPortRendezvous}. */
 export interface PortRendezvousOptions {
@@ -48,6 +49,8 @@ export interface PortRendezvousOptions {
     /** Which pages may open the WebSocket. @default {any} */
     readonly origins?: OriginPolicy;
   };
+  /** Who may connect (`client_address`, pending per address). @default {anyone} */
+  readonly gate?: ViewerGate;
 }
 
 /** How many bind attempts on other pool ports before giving up. */
@@ -90,13 +93,19 @@ async function listen(
   const { listenAddress, logger, signal, tls } = options;
   try {
     return options.kind === "vnc"
-      ? await openTcpListener(listenAddress, port, signal)
+      ? await openTcpListener(
+        listenAddress,
+        port,
+        signal,
+        options.gate ? { gate: options.gate, logger } : undefined,
+      )
       : await openWebSocketListener(listenAddress, port, {
         logger,
         pingIntervalMs: options.webSocket.pingIntervalMs,
         handshakeTimeoutMs: options.webSocket.handshakeTimeoutMs,
         maxPendingHandshakes: options.webSocket.maxPendingHandshakes,
         ...(options.webSocket.origins ? { origins: options.webSocket.origins } : {}),
+        ...(options.gate ? { gate: options.gate } : {}),
         signal,
         ...(tls ? { tls } : {}),
       });

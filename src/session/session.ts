@@ -18,6 +18,7 @@ import type { Logger } from "../log.ts";
 import { authenticateViewer, greetViewerWithoutAuth } from "../rfb/client_handshake.ts";
 import type { Rendezvous } from "./rendezvous.ts";
 import type { SessionSpec } from "./session_spec.ts";
+import type { SessionEndCause, SessionObserver } from "./session_events.ts";
 
 /** What a session needs from the daemon. */
 export interface SessionDeps {
@@ -29,6 +30,10 @@ export interface SessionDeps {
   readonly closing: AbortSignal;
   /** Where the relay's bulk buffers come from. @default {the relay's pool} */
   readonly buffers?: BufferPool;
+  /** Told of the viewer, the relay and the end (metrics, audit). @default {nobody} */
+  readonly observer?: SessionObserver;
+  /** Held for the session's life (its place under the session limits); disposed at close. */
+  readonly hold?: Disposable;
 }
 
 /** Session states, logged on change (noVNC's connection state idea). */
@@ -41,6 +46,15 @@ const RELAY_OUTCOME: Readonly<Record<RelayResult["endedBy"], string>> = {
   aborted: "daemon stopped",
   idle: "idle timeout",
   "max-time": "max session time",
+};
+
+/** The fixed cause of each relay end. */
+const RELAY_CAUSE: Readonly<Record<RelayResult["endedBy"], SessionEndCause>> = {
+  a: "viewer_closed",
+  b: "server_closed",
+  aborted: "drained",
+  idle: "idle_timeout",
+  "max-time": "max_time",
 };
 
 /** A session from its rendezvous to its end. */
@@ -89,23 +103,35 @@ export class Session {
   async run(): Promise<void> {
     const { logger } = this.#deps;
     const limits = this.#limits;
+    const observer = this.#deps.observer;
+    const startedAt = new Date();
     const started = performance.now();
+    let relayStarted: number | undefined;
     let outcome = "ended";
+    let cause: SessionEndCause = "error";
+    let reason: string | undefined;
+    observer?.waiting();
     try {
       const arrived = await this.#waitForViewer();
       if (typeof arrived === "string") {
         outcome = arrived;
+        cause = arrived === "no client" ? "no_viewer" : "drained";
         return;
       }
       const viewer = this.#viewer = arrived.duplex;
       logger.info(`Connection from ${viewer.remoteAddress}`);
+      observer?.viewerArrived(viewer.remoteAddress);
 
       this.#setState("authenticating");
+      const authStarted = performance.now();
       const clientInit = await this.#authenticate(viewer, arrived.authenticated);
-      if (clientInit === undefined) {
+      if (typeof clientInit === "string") {
         outcome = "client handshake failed";
+        cause = "viewer_handshake_failed";
+        reason = clientInit;
         return;
       }
+      observer?.viewerAuthenticated(performance.now() - authStarted);
       // With QEMU's default policy an exclusive viewer drops every other
       // client of the VM, another session's waiting backend included.
       const shared = limits.allowExclusive ? clientInit : 1;
@@ -116,6 +142,8 @@ export class Session {
       }
 
       this.#setState("relaying");
+      relayStarted = performance.now();
+      observer?.relayStarted(this.counters);
       const result = await relay(viewer, this.#backend, {
         signal: this.#deps.closing,
         counters: this.counters,
@@ -124,12 +152,26 @@ export class Session {
         ...(this.#deps.buffers ? { pool: this.#deps.buffers } : {}),
       });
       outcome = RELAY_OUTCOME[result.endedBy];
+      cause = RELAY_CAUSE[result.endedBy];
     } catch (error) {
       outcome = `failed: ${describeError(error)}`;
+      cause = "error";
+      reason = describeError(error);
       logger.error(`Forwarding failed: ${describeError(error)}`);
     } finally {
       await this.close();
-      const seconds = ((performance.now() - started) / 1000).toFixed(1);
+      const ended = performance.now();
+      observer?.ended({
+        cause,
+        ...(reason !== undefined ? { reason } : {}),
+        ...(this.#viewer ? { viewerAddress: this.#viewer.remoteAddress } : {}),
+        startedAt,
+        durationMs: ended - started,
+        relayMs: relayStarted === undefined ? 0 : ended - relayStarted,
+        viewerToServer: this.counters.aToB,
+        serverToViewer: this.counters.bToA,
+      });
+      const seconds = ((ended - started) / 1000).toFixed(1);
       logger.info(
         `Session ended (${outcome}) after ${seconds} s: ` +
           `${this.counters.aToB} bytes client->server, ${this.counters.bToA} bytes server->client` +
@@ -158,10 +200,10 @@ export class Session {
 
   /**
    * Makes the viewer prove its credential within `--client-timeout` (unless
-   * the rendezvous already did) and reads its ClientInit; `undefined`
-   * (logged) when it fails.
+   * the rendezvous already did) and reads its ClientInit; a string (logged,
+   * a short reason) when it fails.
    */
-  async #authenticate(viewer: Duplex, authenticated: boolean): Promise<number | undefined> {
+  async #authenticate(viewer: Duplex, authenticated: boolean): Promise<number | string> {
     const { logger } = this.#deps;
     const credential = this.#credential;
     this.#credential = undefined;
@@ -187,10 +229,10 @@ export class Session {
     } catch (error) {
       if (error instanceof ViewerAuthError) {
         logger.warn(`Authentication failed for client ${viewer.remoteAddress}`);
-      } else {
-        logger.warn(`Client ${viewer.remoteAddress} handshake failed: ${describeError(error)}`);
+        return "authentication failed";
       }
-      return undefined;
+      logger.warn(`Client ${viewer.remoteAddress} handshake failed: ${describeError(error)}`);
+      return isTimeout(error) ? "handshake timed out" : "handshake failed";
     }
   }
 
@@ -201,7 +243,11 @@ export class Session {
       this.#credential = undefined;
       this.#viewer?.close();
       this.#backend.close();
-      await this.#rendezvous.close();
+      try {
+        await this.#rendezvous.close();
+      } finally {
+        this.#deps.hold?.[Symbol.dispose]();
+      }
     })();
     return this.#closed;
   }

@@ -9,6 +9,8 @@
 
 import { ConnDuplex, type Duplex, formatHostPort, setNoDelay } from "../io/duplex.ts";
 import { bindAll } from "../io/listen_addresses.ts";
+import type { Logger } from "../log.ts";
+import type { ViewerGate } from "./viewer_gate.ts";
 
 /** A listener that hands out exactly one viewer connection. */
 export interface ClientListener {
@@ -23,9 +25,18 @@ export interface ClientListener {
   close(): Promise<void>;
 }
 
+/** Who may connect, and where refusals are logged. */
+export interface ListenerGate {
+  /** Decides on each connection as it arrives, before any byte. */
+  readonly gate: ViewerGate;
+  /** Where refused connections are logged. */
+  readonly logger: Logger;
+}
+
 /**
  * Opens a TCP listener on every address of `address` at `port`; resolving
- * a host name ends when `signal` aborts.
+ * a host name ends when `signal` aborts. With `gate`, a connection it
+ * refuses is closed at once and the listener goes on waiting.
  *
  * @throws {Deno.errors.AddrInUse} when the port is taken.
  */
@@ -33,6 +44,7 @@ export async function openTcpListener(
   address: string,
   port: number,
   signal?: AbortSignal,
+  gate?: ListenerGate,
 ): Promise<ClientListener> {
   const listeners = await bindAll(
     address,
@@ -40,16 +52,18 @@ export async function openTcpListener(
     (hostname, p) => Deno.listen({ hostname, port: p, transport: "tcp" }),
     signal ? { signal } : {},
   );
-  return new TcpClientListener(listeners);
+  return new TcpClientListener(listeners, gate);
 }
 
 class TcpClientListener implements ClientListener {
   readonly #listeners: Deno.Listener[];
+  readonly #gate: ListenerGate | undefined;
   #closed = false;
   readonly addresses: readonly string[];
 
-  constructor(listeners: Deno.Listener[]) {
+  constructor(listeners: Deno.Listener[], gate: ListenerGate | undefined) {
     this.#listeners = listeners;
+    this.#gate = gate;
     this.addresses = listeners.map((l) => {
       const addr = l.addr as Deno.NetAddr;
       return formatHostPort(addr.hostname, addr.port);
@@ -60,7 +74,7 @@ class TcpClientListener implements ClientListener {
     signal.throwIfAborted();
     const onAbort = () => void this.close();
     signal.addEventListener("abort", onAbort, { once: true });
-    const accepts = this.#listeners.map((l) => l.accept());
+    const accepts = this.#listeners.map((l) => this.#acceptAllowed(l));
     try {
       const conn = await Promise.any(accepts);
       // The first client wins: stop listening before anything else, then
@@ -76,6 +90,26 @@ class TcpClientListener implements ClientListener {
       throw error instanceof AggregateError ? error.errors[0] : error;
     } finally {
       signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** The first connection on `listener` the gate lets in; refused ones are closed. */
+  async #acceptAllowed(listener: Deno.Listener): Promise<Deno.Conn> {
+    while (true) {
+      const conn = await listener.accept();
+      if (this.#gate === undefined) return conn;
+      const remote = conn.remoteAddr as Deno.NetAddr;
+      const verdict = this.#gate.gate.enter(formatHostPort(remote.hostname, remote.port));
+      if (verdict.ok) {
+        // The viewer is handed over at once: nothing is pending here.
+        verdict.pending[Symbol.dispose]();
+        return conn;
+      }
+      this.#gate.logger.warn(
+        `Refused a client from ${formatHostPort(remote.hostname, remote.port)}: ${verdict.why}`,
+        { event: "viewer_refused", refusal: verdict.refusal },
+      );
+      conn.close();
     }
   }
 

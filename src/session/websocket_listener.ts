@@ -37,6 +37,7 @@ import { acceptUpgrade, judgeUpgrade, type UpgradeAccepted } from "../http/webso
 import type { ListenerScheme, OriginPolicy } from "../http/origin_policy.ts";
 import type { Logger } from "../log.ts";
 import type { ClientListener } from "./tcp_listener.ts";
+import type { ViewerGate } from "./viewer_gate.ts";
 
 /** Options of {@linkcode openWebSocketListener}. */
 export interface WebSocketListenerOptions {
@@ -66,6 +67,11 @@ export interface WebSocketListenerOptions {
    * is closed to make room. @default {64}
    */
   maxPendingHandshakes?: number;
+  /**
+   * Decides on each connection as it arrives, before any byte: a refused
+   * one is closed and the port goes on listening. @default {any}
+   */
+  gate?: ViewerGate;
 }
 
 /** Body of the answer to anything but a WebSocket upgrade. */
@@ -119,6 +125,7 @@ class WebSocketListener implements ClientListener {
   readonly #scheme: ListenerScheme;
   readonly #handshakeTimeoutMs: number;
   readonly #maxHeaderBytes: number;
+  readonly #gate: ViewerGate | undefined;
   /** Connections in their opening handshake; each slot is released when it ends. */
   readonly #handshakes: ConnectionSlots;
   #state: "listening" | "won" | "closed" = "listening";
@@ -142,6 +149,7 @@ class WebSocketListener implements ClientListener {
     this.#scheme = options.tls ? "https" : "http";
     this.#handshakeTimeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
     this.#maxHeaderBytes = options.maxHeaderBytes ?? DEFAULT_MAX_HEAD_BYTES;
+    this.#gate = options.gate;
     this.#handshakes = new ConnectionSlots({
       capacity: options.maxPendingHandshakes ?? DEFAULT_MAX_PENDING_HANDSHAKES,
       logger: options.logger,
@@ -226,11 +234,26 @@ class WebSocketListener implements ClientListener {
     const options = { signal: this.#closing.signal, logger: this.#logger, what: "WebSocket" };
     for (let conn; (conn = await acceptWithBackoff(listener, options)) !== undefined;) {
       const duplex = new ConnDuplex(conn);
+      const verdict = this.#gate?.enter(duplex.remoteAddress);
+      if (verdict !== undefined && !verdict.ok) {
+        this.#logger.warn(`Refused a client from ${duplex.remoteAddress}: ${verdict.why}`, {
+          event: "viewer_refused",
+          refusal: verdict.refusal,
+        });
+        duplex.close();
+        continue;
+      }
       const slot = this.#handshakes.admit(duplex.remoteAddress, () => duplex.close());
       // Only upgraded sockets hold a slot past their handshake, and the
       // first upgrade closes the port, so a refusal here is a rare race.
-      if (slot === undefined) duplex.close();
-      else this.#track(this.#serveConnection(conn, duplex, slot));
+      if (slot === undefined) {
+        verdict?.pending[Symbol.dispose]();
+        duplex.close();
+      } else {
+        const serving = this.#serveConnection(conn, duplex, slot);
+        serving.finally(() => verdict?.pending[Symbol.dispose]());
+        this.#track(serving);
+      }
     }
   }
 

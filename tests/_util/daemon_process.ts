@@ -262,6 +262,8 @@ export interface ForwardingRequestFields {
   readonly gateway?: unknown;
   readonly ttl?: unknown;
   readonly "client_address"?: unknown;
+  readonly "idle_timeout"?: unknown;
+  readonly "max_session_time"?: unknown;
 }
 
 /** A forwarding request as JSON text, with the defaults of {@linkcode ForwardingRequestFields}. */

@@ -96,5 +96,7 @@ Deno.test("the daemon keeps every long-option prefix snf's optparse accepted, wh
   assert.deepEqual(parseOptions(SERVE_OPTIONS, ["--auth-fail=3/s"]).values, {
     "auth-fail-limit": "3/s",
   });
-  assert.deepEqual(parseOptions(SERVE_OPTIONS, ["--max-s=5"]).values, { "max-session-time": 5 });
+  assert.deepEqual(parseOptions(SERVE_OPTIONS, ["--max-session-t=5"]).values, {
+    "max-session-time": 5,
+  });
 });

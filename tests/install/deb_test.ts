@@ -94,7 +94,15 @@ function flagsOf(help: string): string[] {
 
 Deno.test("install/vncauthproxy.8 documents every flag of --help and is valid groff", async () => {
   const page = await Deno.readTextFile(MAN_PAGE);
-  const helps = [[], ["passwd"], ["client"], ["demo"], ["legacy-passwd"], ["legacy-client"]];
+  const helps = [
+    [],
+    ["passwd"],
+    ["client"],
+    ["demo"],
+    ["status"],
+    ["legacy-passwd"],
+    ["legacy-client"],
+  ];
   for (const command of helps) {
     const help = await runOk(Deno.execPath(), [
       "run",

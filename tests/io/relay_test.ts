@@ -115,3 +115,20 @@ Deno.test("relay() gives its bulk buffers back while the session idles after a b
   left.client.close();
   await running;
 });
+
+Deno.test("relay() ends as the side whose write failed, not the side that sent the bytes", async () => {
+  using right = await tcpPair();
+  // Side a: never sends, and its writes fail (a viewer gone mid-update).
+  const gone = Promise.withResolvers<number | null>();
+  const viewer = {
+    remoteAddress: "192.0.2.7:1",
+    read: () => gone.promise,
+    write: () => Promise.reject(new Deno.errors.BrokenPipe("The viewer went away")),
+    close: () => gone.resolve(null),
+  };
+  const running = relay(viewer, right.server);
+  await right.client.write(new TextEncoder().encode("update"));
+  const result = await running;
+  assert.equal(result.endedBy, "a");
+  assert.ok(result.error instanceof Deno.errors.BrokenPipe);
+});

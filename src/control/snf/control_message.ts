@@ -10,6 +10,7 @@ import { CONSOLE_TYPES, type ConsoleType } from "../../config.ts";
 import { RefusalError } from "../../errors.ts";
 import { unbracketHost } from "../../io/duplex.ts";
 import { canonicalIp } from "../../io/ip_address.ts";
+import { parseCidr } from "../../io/cidr.ts";
 
 /** A validated forwarding request. */
 export interface ForwardRequest {
@@ -34,8 +35,15 @@ export interface ForwardRequest {
   readonly gateway: boolean;
   /** The token's lifetime in milliseconds (`ttl`, in seconds on the wire). */
   readonly ttlMs: number | undefined;
-  /** Only this viewer address may redeem the token (`client_address`). */
+  /**
+   * Only this viewer address may redeem the token, or connect to the pool
+   * port (`client_address`); for a pool port also a range (`192.0.2.0/24`).
+   */
   readonly clientAddress: string | undefined;
+  /** `idle_timeout` (seconds on the wire); 0 = never; absent = the daemon's. */
+  readonly idleTimeoutMs?: number;
+  /** `max_session_time` (seconds on the wire); 0 = never; absent = the daemon's. */
+  readonly maxSessionTimeMs?: number;
 }
 
 /** What an OK reply adds in token mode, after snf's fields. */
@@ -159,10 +167,13 @@ export function parseForwardRequest(text: string): ForwardRequest {
   let clientAddress: string | undefined;
   if (fields.client_address !== undefined) {
     const text = fields.client_address;
-    if (!gateway || typeof text !== "string") throw malformed("client_address");
-    clientAddress = canonicalIp(text);
+    if (typeof text !== "string" || text.length > 64) throw malformed("client_address");
+    // A token is claimed by one address; a pool port may take a range.
+    clientAddress = text.includes("/") && !gateway ? cidrText(text) : canonicalIp(text);
     if (clientAddress === undefined) throw malformed("client_address");
   }
+  const idleTimeoutMs = optionalSeconds(fields, "idle_timeout");
+  const maxSessionTimeMs = optionalSeconds(fields, "max_session_time");
   return {
     authUser,
     authPassword,
@@ -174,7 +185,31 @@ export function parseForwardRequest(text: string): ForwardRequest {
     gateway,
     ttlMs,
     clientAddress,
+    ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}),
+    ...(maxSessionTimeMs !== undefined ? { maxSessionTimeMs } : {}),
   };
+}
+
+/** Longest per-request time limit accepted, in seconds (admission caps it further). */
+const MAX_REQUEST_SECONDS = 31 * 86_400;
+
+/** A time limit in seconds (0 allowed), as milliseconds; undefined when absent. */
+function optionalSeconds(fields: Record<string, unknown>, name: string): number | undefined {
+  const value = fields[name];
+  if (value === undefined) return undefined;
+  if (typeof value !== "number" || !(value >= 0) || value > MAX_REQUEST_SECONDS) {
+    throw malformed(name);
+  }
+  return Math.round(value * 1000);
+}
+
+/** The canonical text of an address range, or undefined. */
+function cidrText(text: string): string | undefined {
+  try {
+    return parseCidr(text).text;
+  } catch {
+    return undefined;
+  }
 }
 
 function requireBoolean(fields: Record<string, unknown>, name: string): boolean {

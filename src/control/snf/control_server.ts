@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { Config } from "../../config.ts";
+import type { Config, ConsoleType } from "../../config.ts";
 import { describeError, RefusalError } from "../../errors.ts";
 import { ConnDuplex, type Duplex, formatHostPort } from "../../io/duplex.ts";
 import { isTimeout, raceDeadline, startDeadline, withDeadline } from "../../io/deadline.ts";
@@ -18,6 +18,7 @@ import { openListenerSet } from "../../http/listener_set.ts";
 import type { Logger } from "../../log.ts";
 import type { SessionRegistry } from "../../session/session_registry.ts";
 import { publicHost, publicPort } from "../../gateway/gateway_server.ts";
+import type { RequestRateLimit } from "../request_rate_limit.ts";
 import {
   type AdmissionDeps,
   admit,
@@ -42,12 +43,16 @@ export interface ControlServerDeps extends AdmissionDeps {
   readonly proxyAddress: string;
   /** Where admitted sessions run. */
   readonly sessions: SessionRegistry;
+  /** `--rate-limit`: requests per source address and per user. @default {none} */
+  readonly rateLimit?: RequestRateLimit;
 }
 
 /** A running control server. */
 export interface ControlServer {
   /** Bound addresses (`127.0.0.1:24999`). */
   readonly addresses: readonly string[];
+  /** Control connections open now (read, answered or refused). */
+  readonly connections: number;
   /** Stops accepting and waits for the control connections in progress. */
   close(): Promise<void>;
   /**
@@ -80,11 +85,12 @@ export async function startControlServer(deps: ControlServerDeps): Promise<Contr
 
   function onConnection(conn: Deno.Conn): void {
     const control = new ConnDuplex(conn);
-    const logger = deps.logger.child(`[C${nextId++}]`);
+    const id = `C${nextId++}`;
+    const logger = deps.logger.child(`[${id}]`);
     const slot = slots.admit(control.remoteAddress, () => control.close());
     const handler = slot === undefined
-      ? refuseBusy(control, logger)
-      : handleAdmitted(control, slot, logger);
+      ? refuseBusy(control, logger, deps)
+      : handleAdmitted(control, slot, logger, id);
     handlers.add(handler);
     handler.finally(() => handlers.delete(handler));
   }
@@ -93,9 +99,10 @@ export async function startControlServer(deps: ControlServerDeps): Promise<Contr
     control: Duplex,
     slot: ConnectionSlot,
     logger: Logger,
+    id: string,
   ): Promise<void> {
     using _held = slot;
-    await handleControlConnection(control, deps, { logger, slot });
+    await handleControlConnection(control, deps, { logger, slot, id });
   }
 
   const listeners = await openListenerSet({
@@ -111,6 +118,9 @@ export async function startControlServer(deps: ControlServerDeps): Promise<Contr
   let closing: Promise<void> | undefined;
   return {
     addresses: listeners.addresses,
+    get connections() {
+      return handlers.size;
+    },
     close() {
       closing ??= (async () => {
         await listeners.close();
@@ -123,8 +133,14 @@ export async function startControlServer(deps: ControlServerDeps): Promise<Contr
 }
 
 /** Answers a newcomer when every slot is held by a request being answered. */
-async function refuseBusy(control: Duplex, logger: Logger): Promise<void> {
+async function refuseBusy(
+  control: Duplex,
+  logger: Logger,
+  deps: Pick<ControlServerDeps, "metrics">,
+): Promise<void> {
   logger.warn(`Too many control requests in progress, refusing ${control.remoteAddress}`);
+  deps.metrics?.requested();
+  deps.metrics?.failed("server busy");
   await sendReply(control, { status: "FAILED", reason: "server busy" }, logger);
 }
 
@@ -132,6 +148,8 @@ async function refuseBusy(control: Duplex, logger: Logger): Promise<void> {
 export interface ControlConnectionOptions {
   /** The connection's logger (`[C<n>]`). */
   readonly logger: Logger;
+  /** The connection's forwarding id (`C3`), for the audit line. */
+  readonly id?: string;
   /**
    * Its place among the control connections: touched on every read, and
    * completed once the request is in, so the connection cannot be evicted
@@ -151,9 +169,15 @@ export async function handleControlConnection(
 ): Promise<void> {
   const { config } = deps;
   const { logger, slot } = options;
-  logger.info(`New control connection from ${control.remoteAddress}`);
+  const { metrics } = deps;
+  logger.info(`New control connection from ${control.remoteAddress}`, {
+    event: "control_connection",
+    peer: control.remoteAddress,
+  });
   let admitted: Admitted | undefined;
   let reply: ControlReply;
+  let received: number | undefined;
+  let setUp: { kind: ConsoleType; rendezvous: ViewerRoute["rendezvous"] } | undefined;
   try {
     using phase = startDeadline(config.controlTimeoutMs, deps.stopping);
     let text: string;
@@ -172,6 +196,11 @@ export async function handleControlConnection(
       control.close();
       return;
     }
+    received = performance.now();
+    metrics?.requested();
+    // The port is dropped: one host's connections share their limit.
+    const host = control.remoteAddress.slice(0, control.remoteAddress.lastIndexOf(":"));
+    deps.rateLimit?.chargeAddress(host);
     const request = parseForwardRequest(text);
     await raceDeadline(
       phase.signal,
@@ -181,6 +210,7 @@ export async function handleControlConnection(
         deps,
       ),
     );
+    deps.rateLimit?.chargeUser(request.authUser);
     const backend = formatHostPort(request.destinationAddress, request.destinationPort);
     logger.info(
       `Request by "${request.authUser}": ${request.type} (client req'd: ${request.sourcePort}) -> ` +
@@ -195,13 +225,27 @@ export async function handleControlConnection(
       }
       : config.gatewaySnf && request.type === gateway?.consoleType
       ? { rendezvous: "password" }
-      : { rendezvous: "port", sourcePort: request.sourcePort };
+      : {
+        rendezvous: "port",
+        sourcePort: request.sourcePort,
+        ...(request.clientAddress !== undefined ? { clientAddress: request.clientAddress } : {}),
+      };
+    if (route.rendezvous === "password" && request.clientAddress !== undefined) {
+      // A password viewer is matched after its handshake: nothing to bind.
+      throw new RefusalError("malformed request: client_address");
+    }
     admitted = await admit(
       {
         backend: { host: request.destinationAddress, port: request.destinationPort },
         kind: request.type,
         route,
         viewerPassword: request.password,
+        controlUser: request.authUser,
+        ...(options.id !== undefined ? { id: options.id } : {}),
+        ...(request.idleTimeoutMs !== undefined ? { idleTimeoutMs: request.idleTimeoutMs } : {}),
+        ...(request.maxSessionTimeMs !== undefined
+          ? { maxSessionTimeMs: request.maxSessionTimeMs }
+          : {}),
       },
       logger,
       deps,
@@ -213,7 +257,17 @@ export async function handleControlConnection(
     }
     logger.info(
       `New forwarding: ${admitted.description} (client req'd: ${request.sourcePort}) -> ${backend}`,
+      {
+        event: "forwarding_set_up",
+        user: request.authUser,
+        kind: request.type,
+        rendezvous: route.rendezvous,
+        backend,
+        port: admitted.port,
+        client_address: request.clientAddress,
+      },
     );
+    setUp = { kind: request.type, rendezvous: route.rendezvous };
   } catch (error) {
     const reason = error instanceof RefusalError
       ? error.message
@@ -224,7 +278,10 @@ export async function handleControlConnection(
       const log = isTimeout(error) ? logger.warn : logger.error;
       log(`Control request failed: ${describeError(error)}`);
     }
-    logger.warn(`FAILED forwarding: ${reason}`);
+    logger.warn(`FAILED forwarding: ${reason}`, { event: "forwarding_failed", reason });
+    // Requests that never arrived whole (timeouts, oversize) count too.
+    if (received === undefined) metrics?.requested();
+    metrics?.failed(reason);
     reply = { status: "FAILED", reason };
   }
   const delivered = await sendReply(control, reply, logger);
@@ -232,8 +289,12 @@ export async function handleControlConnection(
   if (!delivered) {
     // Nobody learned the port: the forwarding can never be used.
     logger.warn("Control client went away before the reply, dropping the forwarding");
+    metrics?.failed("control client went away");
     await admitted.session.close();
     return;
+  }
+  if (setUp !== undefined && received !== undefined) {
+    metrics?.setUp(setUp.kind, setUp.rendezvous, performance.now() - received);
   }
   deps.sessions.start(admitted.session);
 }
