@@ -19,6 +19,8 @@ import {
 } from "../_util/scripted_vnc_server.ts";
 import { verifyVncAuthResponse } from "../../src/rfb/vnc_auth.ts";
 import { connectViewer, readServerInit } from "../_util/test_viewer.ts";
+import { readPayload, startGatewayDaemon, viewerHandshake } from "../_util/gateway.ts";
+import { connectRawWebSocket } from "../_util/raw_websocket.ts";
 import { hasOpenssl, makeTestPki } from "../_util/tls.ts";
 
 const CONTROL_PASSWORD = "c0ntrol-Secret!";
@@ -278,5 +280,68 @@ Deno.test({
     });
     assert.equal(reply.reason, "VNC server TLS handshake failed");
     assertNoBackendPassword(daemon.lines);
+  },
+});
+
+Deno.test({
+  name:
+    "Daemon: the gateway, by token and by password, in front of password and Unix-socket backends",
+  ignore: !hasOpenssl(),
+  async fn() {
+    const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "vap-e2e-gw-" }));
+    try {
+      await using unix = startScriptedVncServer(passwordServer, { path: `${root}/vm.sock` });
+      await using tcp = startScriptedVncServer(passwordServer);
+      await using gw = await startGatewayDaemon({
+        users: { admin: CONTROL_PASSWORD },
+        args: ["--gateway-snf", `--unix-backend-dir=${root}`],
+      });
+      const tls = { caCerts: [gw.certificate!.cert], hostname: "localhost" };
+      const token = await forward(gw.daemon.controlPort, {
+        destination_address: `unix:${root}/vm.sock`,
+        destination_port: 0,
+        destination_password: BACKEND_PASSWORD,
+        gateway: true,
+        type: "vnc-wss",
+        password: undefined,
+      });
+      assert.equal(token.status, "OK", token.reason);
+      const byToken = await connectRawWebSocket({
+        port: gw.gatewayPort,
+        path: `/${token.path}`,
+        tls,
+      });
+      assert.ok(byToken.socket);
+      assert.equal(await viewerHandshake(byToken.socket), 0);
+      const init = await readPayload(byToken.socket, 24 + "scripted".length);
+      assert.equal(new TextDecoder().decode(init.subarray(24)), "scripted");
+      byToken.socket.close();
+
+      const snf = await forward(gw.daemon.controlPort, {
+        destination_port: tcp.port,
+        destination_password: BACKEND_PASSWORD,
+        type: "vnc-wss",
+      });
+      assert.equal(snf.status, "OK", snf.reason);
+      assert.equal(snf.source_port, gw.gatewayPort);
+      const byPassword = await connectRawWebSocket({ port: gw.gatewayPort, tls });
+      assert.ok(byPassword.socket);
+      assert.equal(await viewerHandshake(byPassword.socket, VIEWER_PASSWORD), 0);
+      const init2 = await readPayload(byPassword.socket, 24 + "scripted".length);
+      assert.equal(new TextDecoder().decode(init2.subarray(24)), "scripted");
+      byPassword.socket.close();
+
+      const refused = await forward(gw.daemon.controlPort, {
+        destination_port: tcp.port,
+        destination_password: "wrong-pw",
+        gateway: true,
+        type: "vnc-wss",
+      });
+      assert.equal(refused.reason, "VNC server refused: Wrong password");
+      assert.equal(refused.token, undefined);
+      assertNoBackendPassword(gw.daemon.lines);
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
   },
 });
