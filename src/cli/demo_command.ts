@@ -453,7 +453,7 @@ class DemoPanel {
 /** The request as JSON, the way it is sent, with every secret masked. */
 export function maskedRequestText(request: ForwardingRequest): string {
   const body = forwardingRequestBody(request);
-  for (const secret of ["password", "auth_password"]) {
+  for (const secret of ["password", "auth_password", "destination_password"]) {
     if (body[secret] !== undefined) body[secret] = MASK;
   }
   return JSON.stringify(body);

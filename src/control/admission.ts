@@ -14,12 +14,14 @@ import type { Config, ConsoleType } from "../config.ts";
 import { RefusalError } from "../errors.ts";
 import type { BufferPool } from "../io/buffer_pool.ts";
 import { startDeadline } from "../io/deadline.ts";
-import type { TlsMaterial } from "../io/tls_material.ts";
+import { DestinationPolicy } from "../io/destination_policy.ts";
+import type { BackendTlsMaterial, TlsMaterial } from "../io/tls_material.ts";
 import type { Logger } from "../log.ts";
 import {
   type Backend,
   type BackendTarget,
   type ConnectFunction,
+  describeBackend,
   openBackend,
 } from "../rfb/backend_handshake.ts";
 import type { Gateway, TokenOffer } from "../gateway/gateway_server.ts";
@@ -30,7 +32,6 @@ import type { PortLease, PortPool } from "../session/port_pool.ts";
 import { Session } from "../session/session.ts";
 import type { SessionLimits } from "../session/session_spec.ts";
 import type { AuthFailLimiter } from "../auth/auth_fail_limiter.ts";
-import { formatHostPort } from "../io/duplex.ts";
 import { parseCidr } from "../io/cidr.ts";
 import type { AuditLog } from "../observe/audit_log.ts";
 import type { DaemonMetrics } from "../observe/daemon_metrics.ts";
@@ -70,6 +71,10 @@ export interface AdmissionDeps {
   readonly quota?: SessionQuota;
   /** `--max-pending-per-viewer-ip` at pool ports. @default {no limit} */
   readonly pendingViewers?: PendingViewers;
+  /** Which VNC servers may be reached. @default {built from the config} */
+  readonly destinations?: DestinationPolicy;
+  /** Current CA and client certificate for VNC servers over TLS (replaced on reload). @default {none} */
+  readonly backendTls?: () => BackendTlsMaterial;
 }
 
 /** A control user's credentials, as a front door received them (secret). */
@@ -206,7 +211,7 @@ export async function admit(
   const bound = route.rendezvous === "port" && route.clientAddress !== undefined
     ? parseCidr(route.clientAddress)
     : undefined;
-  const backendText = formatHostPort(request.backend.host, request.backend.port);
+  const backendText = describeBackend(request.backend);
   const hold = deps.quota?.reserve(request.controlUser, backendText);
   let lease: PortLease | undefined;
   let backend: Backend | undefined;
@@ -221,6 +226,8 @@ export async function admit(
       retryWaitMs: config.retryWaitMs,
       signal: phase.signal,
       logger,
+      policy: deps.destinations ?? destinationPolicy(config),
+      tls: { ...deps.backendTls?.(), allowAnonymousTls: config.backendAllowAnonymousTls },
       ...(deps.connect ? { connect: deps.connect } : {}),
     });
     deps.metrics?.backendHandshake(performance.now() - dialled);
@@ -327,6 +334,15 @@ function requestedLimits(
     idleTimeoutMs: pick(request.idleTimeoutMs, config.idleTimeoutMs, "idle_timeout"),
     maxSessionTimeMs: pick(request.maxSessionTimeMs, config.maxSessionTimeMs, "max_session_time"),
   };
+}
+
+/** The destinations `config` lets forwardings reach. */
+export function destinationPolicy(config: Config): DestinationPolicy {
+  return new DestinationPolicy({
+    allow: config.backendAllow,
+    deny: config.backendDeny,
+    unixDirs: config.unixBackendDirs,
+  });
 }
 
 /** The daemon-wide limits every session gets. */

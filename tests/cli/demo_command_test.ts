@@ -78,6 +78,22 @@ for (
   });
 }
 
+Deno.test("maskedRequestText: a VNC server's own password is masked too", () => {
+  const text = maskedRequestText({
+    destinationAddress: "127.0.0.1",
+    destinationPort: 5900,
+    destinationPassword: "hyp3rvisor",
+    authUser: "demo-abcd",
+    authPassword: "c0ntrol-secret",
+    password: "0neTime!",
+    type: "vnc",
+  });
+  for (const secret of ["hyp3rvisor", "c0ntrol-secret", "0neTime!"]) {
+    assert.equal(text.includes(secret), false, secret);
+  }
+  assert.equal(typeof JSON.parse(text).destination_password, "string");
+});
+
 Deno.test("maskedRequestText: the request as sent, with both passwords masked", () => {
   const text = maskedRequestText({
     destinationAddress: "127.0.0.1",

@@ -11,7 +11,7 @@
 
 import type { Config, ConsoleType } from "../../config.ts";
 import { describeError, RefusalError } from "../../errors.ts";
-import { ConnDuplex, type Duplex, formatHostPort } from "../../io/duplex.ts";
+import { ConnDuplex, type Duplex } from "../../io/duplex.ts";
 import { isTimeout, raceDeadline, startDeadline, withDeadline } from "../../io/deadline.ts";
 import { type ConnectionSlot, ConnectionSlots } from "../../io/connection_slots.ts";
 import { openListenerSet } from "../../http/listener_set.ts";
@@ -29,9 +29,16 @@ import {
 import {
   type ControlReply,
   encodeReply,
+  type ForwardRequest,
   JsonObjectScanner,
   parseForwardRequest,
+  UNIX_PREFIX,
 } from "./control_message.ts";
+import {
+  type BackendAddress,
+  type BackendTarget,
+  describeBackend,
+} from "../../rfb/backend_handshake.ts";
 
 /** What the control server needs from the daemon. */
 export interface ControlServerDeps extends AdmissionDeps {
@@ -211,7 +218,8 @@ export async function handleControlConnection(
       ),
     );
     deps.rateLimit?.chargeUser(request.authUser);
-    const backend = formatHostPort(request.destinationAddress, request.destinationPort);
+    const target = backendTargetOf(request);
+    const backend = describeBackend(target);
     logger.info(
       `Request by "${request.authUser}": ${request.type} (client req'd: ${request.sourcePort}) -> ` +
         backend,
@@ -236,7 +244,7 @@ export async function handleControlConnection(
     }
     admitted = await admit(
       {
-        backend: { host: request.destinationAddress, port: request.destinationPort },
+        backend: target,
         kind: request.type,
         route,
         viewerPassword: request.password,
@@ -297,6 +305,19 @@ export async function handleControlConnection(
     metrics?.setUp(setUp.kind, setUp.rendezvous, performance.now() - received);
   }
   deps.sessions.start(admitted.session);
+}
+
+/** Where and how to reach the VNC server a request names. */
+function backendTargetOf(request: ForwardRequest): BackendTarget {
+  const address: BackendAddress = request.destinationAddress.startsWith(UNIX_PREFIX)
+    ? { transport: "unix", path: request.destinationAddress.slice(UNIX_PREFIX.length) }
+    : { host: request.destinationAddress, port: request.destinationPort };
+  return {
+    ...address,
+    ...(request.destinationPassword !== undefined ? { password: request.destinationPassword } : {}),
+    ...(request.destinationTls ? { tls: true } : {}),
+    ...(request.destinationTlsName !== undefined ? { tlsName: request.destinationTlsName } : {}),
+  };
 }
 
 /**
