@@ -5,6 +5,8 @@
  * @module
  */
 
+import { parseCidr } from "./io/cidr.ts";
+
 /** Console types a forwarding can be requested for: plain RFB, RFB over ws, over wss. */
 export type ConsoleType = "vnc" | "vnc-ws" | "vnc-wss";
 
@@ -104,6 +106,20 @@ export interface Config {
   readonly maxTokenTtlMs: number;
   /** Gateway connections before their request is complete, at once. */
   readonly maxGatewayConnections: number;
+  /** Directories whose Unix sockets forwardings may reach (`--unix-backend-dir`); none = no Unix socket. */
+  readonly unixBackendDirs: readonly string[];
+  /** PEM CA the VNC servers' certificates must chain to (`--backend-ca`); default: system roots. */
+  readonly backendCaFile: string | undefined;
+  /** PEM client certificate shown to VNC servers over TLS (`--backend-cert`). */
+  readonly backendCertFile: string | undefined;
+  /** Its PEM private key (`--backend-key`). */
+  readonly backendKeyFile: string | undefined;
+  /** Anonymous-DH VeNCrypt sub-types may be chosen (`--backend-allow-anonymous-tls`). */
+  readonly backendAllowAnonymousTls: boolean;
+  /** Address ranges forwardings may reach (`--backend-allow`); empty = any. */
+  readonly backendAllow: readonly string[];
+  /** Address ranges forwardings may not reach (`--backend-deny`); wins over the allow list. */
+  readonly backendDeny: readonly string[];
   /** Free relay buffer bytes kept for reuse after traffic calms down. */
   readonly relayBufferIdleBytes: number;
   /** Relay buffer bytes lent out at once before sessions get small ones. */
@@ -181,6 +197,13 @@ export const DEFAULT_CONFIG: Config = Object.freeze({
   webDir: undefined,
   maxTokenTtlMs: 300_000,
   maxGatewayConnections: 1024,
+  unixBackendDirs: [],
+  backendCaFile: undefined,
+  backendCertFile: undefined,
+  backendKeyFile: undefined,
+  backendAllowAnonymousTls: false,
+  backendAllow: [],
+  backendDeny: [],
   relayBufferIdleBytes: 4 * 1024 * 1024,
   relayBufferLentBytes: 64 * 1024 * 1024,
 });
@@ -283,6 +306,28 @@ export function resolveConfig(overrides: Partial<Config> = {}): Config {
     !/^https?:\/\/[^/?#]+\/?$/.test(config.gatewayPublicUrl)
   ) {
     throw new RangeError("--gateway-public-url must be http(s)://host[:port]");
+  }
+  for (const dir of config.unixBackendDirs) {
+    if (!dir.startsWith("/")) {
+      throw new RangeError(`--unix-backend-dir must be an absolute path, got "${dir}"`);
+    }
+  }
+  if ((config.backendCertFile === undefined) !== (config.backendKeyFile === undefined)) {
+    throw new RangeError("--backend-cert and --backend-key go together");
+  }
+  for (
+    const [flag, ranges] of [
+      ["--backend-allow", config.backendAllow],
+      ["--backend-deny", config.backendDeny],
+    ] as const
+  ) {
+    for (const range of ranges) {
+      try {
+        parseCidr(range);
+      } catch (error) {
+        throw new RangeError(`${flag}: ${(error as Error).message}`, { cause: error });
+      }
+    }
   }
   if (config.listenAddress === "") {
     throw new RangeError("--listen-address must not be empty");

@@ -24,8 +24,33 @@ export const CLIENT_OPTIONS: readonly OptionSpec[] = [
     metavar: "PORT",
     help: "source port, 0 = from the pool [0]",
   },
-  { long: "dest", short: "d", kind: "string", metavar: "HOST", help: "VNC server host (required)" },
-  { long: "dport", short: "p", kind: "int", metavar: "PORT", help: "VNC server port (required)" },
+  {
+    long: "dest",
+    short: "d",
+    kind: "string",
+    metavar: "HOST",
+    help: "VNC server host, or unix:/abs/path with -p 0 (required)",
+  },
+  {
+    long: "dport",
+    short: "p",
+    kind: "int",
+    metavar: "PORT",
+    help: "VNC server port, 0 for a Unix socket (required)",
+  },
+  {
+    long: "dest-password",
+    kind: "string",
+    metavar: "PASSWORD",
+    help: "the VNC server's own password, if it asks for one",
+  },
+  { long: "dest-tls", kind: "flag", help: "TLS to the VNC server (VeNCrypt x509 or TLS type)" },
+  {
+    long: "dest-tls-name",
+    kind: "string",
+    metavar: "NAME",
+    help: "with --dest-tls: the name its certificate must match [the -d host]",
+  },
   {
     long: "password",
     short: "P",
@@ -119,6 +144,9 @@ export async function runClientCommand(args: readonly string[], io: CliIo): Prom
       throw new UsageError(`--${name} needs --gateway`);
     }
   }
+  if (values["dest-tls-name"] !== undefined && values["dest-tls"] !== true) {
+    throw new UsageError("--dest-tls-name needs --dest-tls");
+  }
   const ttl = values.ttl as number | undefined;
   if (ttl !== undefined && !(ttl > 0)) throw new UsageError("--ttl must be a positive number");
   if (values.strict && values["ca-cert"] === undefined) {
@@ -136,6 +164,13 @@ export async function runClientCommand(args: readonly string[], io: CliIo): Prom
       sourcePort: (values.sport as number | undefined) ?? 0,
       destinationAddress: dest,
       destinationPort: dport,
+      ...(values["dest-password"] === undefined
+        ? {}
+        : { destinationPassword: values["dest-password"] as string }),
+      ...(values["dest-tls"] === true ? { destinationTls: true } : {}),
+      ...(values["dest-tls-name"] === undefined
+        ? {}
+        : { destinationTlsName: values["dest-tls-name"] as string }),
       ...(values.password === undefined ? {} : { password: values.password as string }),
       authUser: values["auth-user"] as string,
       authPassword: values["auth-password"] as string,
@@ -159,7 +194,11 @@ export async function runClientCommand(args: readonly string[], io: CliIo): Prom
   if (values.json) {
     io.stdout(JSON.stringify(reply) + "\n");
   } else {
-    const target = dest.includes(":") ? `[${dest}]:${dport}` : `${dest}:${dport}`;
+    const target = dest.startsWith("unix:")
+      ? dest
+      : dest.includes(":")
+      ? `[${dest}]:${dport}`
+      : `${dest}:${dport}`;
     io.stdout(
       `Forwarding ${
         reply.proxy_address ?? "-"

@@ -31,10 +31,12 @@ export interface OptionSpec {
    * prefix (`--max` is `--max-port`, not `--max-session-time`).
    */
   readonly legacy?: boolean;
+  /** The option may be given more than once: its value is the list of every value given. */
+  readonly repeatable?: boolean;
 }
 
 /** A parsed option value. */
-export type OptionValue = string | number | boolean;
+export type OptionValue = string | number | boolean | readonly string[];
 
 /** The result of {@linkcode parseOptions}. */
 export interface ParsedOptions {
@@ -79,7 +81,7 @@ export function parseOptions(
       if (raw === undefined) {
         throw new UsageError(`--${spec.long} option requires an argument`);
       }
-      values[spec.long] = convert(spec, raw);
+      store(values, spec, raw);
       continue;
     }
     if (arg.startsWith("-") && arg.length > 1) {
@@ -100,7 +102,7 @@ export function parseOptions(
         if (raw === undefined) {
           throw new UsageError(`-${letter} option requires an argument`);
         }
-        values[spec.long] = convert(spec, raw);
+        store(values, spec, raw);
         break;
       }
       continue;
@@ -108,6 +110,16 @@ export function parseOptions(
     positionals.push(arg);
   }
   return { values, positionals };
+}
+
+function store(values: Record<string, OptionValue>, spec: OptionSpec, raw: string): void {
+  const value = convert(spec, raw);
+  if (!spec.repeatable) {
+    values[spec.long] = value;
+    return;
+  }
+  const previous = (values[spec.long] ?? []) as readonly string[];
+  values[spec.long] = [...previous, String(value)];
 }
 
 function matchLong(specs: readonly OptionSpec[], name: string): OptionSpec {

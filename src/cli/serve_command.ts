@@ -237,6 +237,50 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     metavar: "N",
     help: `gateway connections before their request is complete [${d.maxGatewayConnections}]`,
   },
+  {
+    long: "unix-backend-dir",
+    kind: "string",
+    metavar: "DIR",
+    repeatable: true,
+    help: "VNC servers may be Unix sockets below DIR (repeatable; none = no Unix sockets)",
+  },
+  {
+    long: "backend-ca",
+    kind: "string",
+    metavar: "FILE",
+    help: "PEM CA the VNC servers' TLS certificates must chain to [system roots]",
+  },
+  {
+    long: "backend-cert",
+    kind: "string",
+    metavar: "FILE",
+    help: "PEM client certificate for VNC servers over TLS (with --backend-key)",
+  },
+  {
+    long: "backend-key",
+    kind: "string",
+    metavar: "FILE",
+    help: "PEM private key of --backend-cert",
+  },
+  {
+    long: "backend-allow-anonymous-tls",
+    kind: "flag",
+    help: "do not refuse anonymous-DH VeNCrypt (unsupported by the TLS library: still refused)",
+  },
+  {
+    long: "backend-allow",
+    kind: "string",
+    metavar: "CIDR,...",
+    repeatable: true,
+    help: "address ranges forwardings may reach (repeatable) [any]",
+  },
+  {
+    long: "backend-deny",
+    kind: "string",
+    metavar: "CIDR,...",
+    repeatable: true,
+    help: "address ranges forwardings may not reach; wins over --backend-allow (repeatable)",
+  },
 ];
 
 /** Help text of the daemon. */
@@ -268,6 +312,10 @@ export function parseServeArgs(args: readonly string[]): Config | "help" {
   const num = (name: string) => values[name] as number | undefined;
   // Lists are comma- or space-separated, in one value.
   const list = (name: string) => (str(name) ?? "").split(/[,\s]+/).filter((item) => item !== "");
+  // Repeatable options: every value given, each itself a list.
+  const all = (name: string) => (values[name] ?? []) as readonly string[];
+  const lists = (name: string) =>
+    all(name).flatMap((value) => value.split(/[,\s]+/)).filter((item) => item !== "");
   const ms = (name: string) => {
     const value = num(name);
     return value === undefined ? undefined : Math.round(value * 1000);
@@ -317,6 +365,13 @@ export function parseServeArgs(args: readonly string[]): Config | "help" {
       webDir: str("web"),
       maxTokenTtlMs: ms("max-token-ttl"),
       maxGatewayConnections: num("max-gateway-connections"),
+      unixBackendDirs: all("unix-backend-dir"),
+      backendCaFile: str("backend-ca"),
+      backendCertFile: str("backend-cert"),
+      backendKeyFile: str("backend-key"),
+      backendAllowAnonymousTls: values["backend-allow-anonymous-tls"] === true,
+      backendAllow: lists("backend-allow"),
+      backendDeny: lists("backend-deny"),
     } as Partial<Config>);
   } catch (error) {
     if (error instanceof RangeError) throw new UsageError(error.message, { cause: error });

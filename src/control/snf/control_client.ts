@@ -14,10 +14,16 @@ import { startDeadline, withDeadline } from "../../io/deadline.ts";
 export interface ForwardingRequest {
   /** Port to forward from; 0 picks one from the pool. @default {0} */
   readonly sourcePort?: number;
-  /** VNC server host. */
+  /** VNC server host, or `unix:/abs/path` for a Unix socket. */
   readonly destinationAddress: string;
-  /** VNC server port. */
+  /** VNC server port; 0 for a Unix socket. */
   readonly destinationPort: number;
+  /** The VNC server's own password (VNC Authentication), if it has one. */
+  readonly destinationPassword?: string;
+  /** TLS to the VNC server (VeNCrypt or the TLS type). @default {false} */
+  readonly destinationTls?: boolean;
+  /** The name the server certificate must match. @default {the destination address} */
+  readonly destinationTlsName?: string;
   /**
    * One-time VNC password the viewer must give; required unless `gateway`,
    * where without it the token alone is the viewer's credential.
@@ -106,6 +112,13 @@ export async function requestForwarding(
         "source_port": request.sourcePort ?? 0,
         "destination_address": request.destinationAddress,
         "destination_port": request.destinationPort,
+        ...(request.destinationPassword === undefined
+          ? {}
+          : { "destination_password": request.destinationPassword }),
+        ...(request.destinationTls ? { "destination_tls": true } : {}),
+        ...(request.destinationTlsName === undefined
+          ? {}
+          : { "destination_tls_name": request.destinationTlsName }),
         ...(request.password === undefined ? {} : { password: request.password }),
         "auth_user": request.authUser,
         "auth_password": request.authPassword,

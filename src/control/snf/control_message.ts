@@ -19,10 +19,19 @@ export interface ForwardRequest {
   readonly authPassword: string;
   /** Requested port, 0 for one from the pool. */
   readonly sourcePort: number;
-  /** VNC server host name or address, an IPv6 literal without brackets. */
+  /**
+   * VNC server host name or address, an IPv6 literal without brackets, or
+   * `unix:/abs/path` for a Unix socket.
+   */
   readonly destinationAddress: string;
-  /** VNC server port. */
+  /** VNC server port; 0 for a Unix socket. */
   readonly destinationPort: number;
+  /** The VNC server's own password (secret, Latin-1), for VNC Authentication. */
+  readonly destinationPassword: string | undefined;
+  /** TLS to the VNC server (VeNCrypt X509None/X509Vnc, or the TLS type). */
+  readonly destinationTls: boolean;
+  /** The name the server certificate must match; default: the destination address. */
+  readonly destinationTlsName: string | undefined;
   /**
    * One-time VNC password (secret), Latin-1; optional only with `gateway`,
    * where the token alone is then the viewer's credential.
@@ -129,19 +138,39 @@ export function parseForwardRequest(text: string): ForwardRequest {
   const authPassword = requireString(fields, "auth_password");
   const sourcePort = fields.source_port === undefined ? 0 : requirePort(fields, "source_port", 0);
   const address = requireString(fields, "destination_address");
-  if (!isHostLike(address)) throw malformed("destination_address");
-  const destinationAddress = unbracketHost(address);
-  const destinationPort = requirePort(fields, "destination_port", 1);
+  const unix = address.startsWith(UNIX_PREFIX);
+  if (unix ? !isUnixPath(address.slice(UNIX_PREFIX.length)) : !isHostLike(address)) {
+    throw malformed("destination_address");
+  }
+  const destinationAddress = unix ? address : unbracketHost(address);
+  // A Unix socket has no port: exactly 0 says the client meant it.
+  const destinationPort = requirePort(fields, "destination_port", unix ? 0 : 1);
+  if (unix && destinationPort !== 0) throw malformed("destination_port");
+  const destinationPassword = fields.destination_password === undefined
+    ? undefined
+    : requireString(fields, "destination_password");
+  if (destinationPassword !== undefined && !isVncPassword(destinationPassword)) {
+    throw malformed("destination_password");
+  }
+  const destinationTls = fields.destination_tls === undefined
+    ? false
+    : requireBoolean(fields, "destination_tls");
+  let destinationTlsName: string | undefined;
+  if (fields.destination_tls_name !== undefined) {
+    const name = requireString(fields, "destination_tls_name");
+    // A name without TLS would check nothing: a mistake worth saying.
+    if (!destinationTls || !isHostLike(name)) throw malformed("destination_tls_name");
+    destinationTlsName = unbracketHost(name);
+  }
+  // A socket path is no name a certificate could be for.
+  if (unix && destinationTls && destinationTlsName === undefined) {
+    throw malformed("destination_tls_name");
+  }
   const gateway = fields.gateway === undefined ? false : requireBoolean(fields, "gateway");
   const password = gateway && fields.password === undefined
     ? undefined
     : requireString(fields, "password");
-  // VNC Authentication keys DES with bytes: the password must be Latin-1
-  // (snf crashed on anything else) and not empty.
-  // deno-lint-ignore no-control-regex
-  if (password !== undefined && (password === "" || !/^[\u0001-\u00ff]*$/.test(password))) {
-    throw malformed("password");
-  }
+  if (password !== undefined && !isVncPassword(password)) throw malformed("password");
   const type = fields.type === undefined ? "vnc" : fields.type;
   if (type === null) throw malformed("type");
   if (typeof type !== "string" || !(CONSOLE_TYPES as readonly string[]).includes(type)) {
@@ -169,12 +198,38 @@ export function parseForwardRequest(text: string): ForwardRequest {
     sourcePort,
     destinationAddress,
     destinationPort,
+    destinationPassword,
+    destinationTls,
+    destinationTlsName,
     password,
     type: type as ConsoleType,
     gateway,
     ttlMs,
     clientAddress,
   };
+}
+
+/** How `destination_address` names a Unix socket: `unix:/abs/path`. */
+export const UNIX_PREFIX = "unix:";
+
+/**
+ * VNC Authentication keys DES with bytes: a password must be Latin-1 (snf
+ * crashed on anything else) and not empty.
+ */
+function isVncPassword(text: string): boolean {
+  // deno-lint-ignore no-control-regex
+  return text !== "" && /^[\u0001-\u00ff]*$/.test(text);
+}
+
+/**
+ * An absolute path that fits a socket address (sun_path holds 107 bytes and
+ * a NUL on Linux), without NUL or other control characters. `..` is left to
+ * the backend policy, which resolves the path before it checks it.
+ */
+function isUnixPath(path: string): boolean {
+  // deno-lint-ignore no-control-regex
+  return path.startsWith("/") && new TextEncoder().encode(path).length <= 107 &&
+    !/[\u0000-\u001f\u007f]/.test(path);
 }
 
 function requireBoolean(fields: Record<string, unknown>, name: string): boolean {
