@@ -15,7 +15,13 @@ import { UserDb, type UserDbOptions } from "./auth/user_db.ts";
 import { type Config, isWildcardAddress } from "./config.ts";
 import { AuthFailLimiter } from "./auth/auth_fail_limiter.ts";
 import { type ControlServer, startControlServer } from "./control/snf/control_server.ts";
-import { loadTls, type TlsMaterial } from "./io/tls_material.ts";
+import {
+  type BackendTlsMaterial,
+  loadBackendTls,
+  loadTls,
+  type TlsMaterial,
+} from "./io/tls_material.ts";
+import { destinationPolicy } from "./control/admission.ts";
 import { type Gateway, type GatewayDeps, startGateway } from "./gateway/gateway_server.ts";
 import { StaticFiles } from "./gateway/static_files.ts";
 import { OriginPolicy } from "./http/origin_policy.ts";
@@ -85,6 +91,14 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
   try {
     let users = loadUsersAtStart(config.authFile, userOptions, logger);
     let tls = loadTlsAtStart(config, logger);
+    let backendTls = startupStep(
+      "Cannot load --backend-ca, --backend-cert or --backend-key",
+      () => loadBackendTls(backendTlsFiles(config)),
+    );
+    const destinations = startupStep(
+      "Invalid --backend-allow or --backend-deny",
+      () => destinationPolicy(config),
+    );
     const proxyAddress = isWildcardAddress(config.proxyListenAddress)
       ? await getFqdn()
       : config.proxyListenAddress;
@@ -125,6 +139,8 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
         sessions,
         buffers,
         ...(deps.connect ? { connect: deps.connect } : {}),
+        destinations,
+        backendTls: () => backendTls,
         authFailures: new AuthFailLimiter({ perSecond: config.authFailLimit }),
         ...(gateway ? { gateway } : {}),
         ...(origins ? { origins } : {}),
@@ -148,6 +164,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
       }
       users = reloadUsers(config.authFile, userOptions, users, logger);
       tls = reloadTls(config, tls, logger);
+      backendTls = reloadBackendTls(config, backendTls, logger);
       gateway?.reloadTls().then(
         (changed) => changed && logger.info("Gateway now uses the reloaded certificate"),
         (error) => logger.error(`Gateway after certificate reload: ${describeError(error)}`),
@@ -323,6 +340,27 @@ function loadTlsAtStart(config: Config, logger: Logger): TlsMaterial | undefined
       `No usable TLS certificate (${describeError(error)}): vnc-wss requests will be refused`,
     );
     return undefined;
+  }
+}
+
+function backendTlsFiles(config: Config) {
+  return {
+    caFile: config.backendCaFile,
+    certFile: config.backendCertFile,
+    keyFile: config.backendKeyFile,
+  };
+}
+
+function reloadBackendTls(
+  config: Config,
+  current: BackendTlsMaterial,
+  logger: Logger,
+): BackendTlsMaterial {
+  try {
+    return loadBackendTls(backendTlsFiles(config));
+  } catch (error) {
+    logger.error(`Keeping the old backend TLS files: ${describeError(error)}`);
+    return current;
   }
 }
 

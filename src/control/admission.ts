@@ -14,7 +14,8 @@ import type { Config, ConsoleType } from "../config.ts";
 import { RefusalError } from "../errors.ts";
 import type { BufferPool } from "../io/buffer_pool.ts";
 import { startDeadline } from "../io/deadline.ts";
-import type { TlsMaterial } from "../io/tls_material.ts";
+import { DestinationPolicy } from "../io/destination_policy.ts";
+import type { BackendTlsMaterial, TlsMaterial } from "../io/tls_material.ts";
 import type { Logger } from "../log.ts";
 import {
   type Backend,
@@ -55,6 +56,10 @@ export interface AdmissionDeps {
   readonly gateway?: Gateway;
   /** Which pages may open a WebSocket (`--allowed-origins`). @default {any} */
   readonly origins?: OriginPolicy;
+  /** Which VNC servers may be reached. @default {built from the config} */
+  readonly destinations?: DestinationPolicy;
+  /** Current CA and client certificate for VNC servers over TLS (replaced on reload). @default {none} */
+  readonly backendTls?: () => BackendTlsMaterial;
 }
 
 /** A control user's credentials, as a front door received them (secret). */
@@ -185,6 +190,8 @@ export async function admit(
       retryWaitMs: config.retryWaitMs,
       signal: phase.signal,
       logger,
+      policy: deps.destinations ?? destinationPolicy(config),
+      tls: { ...deps.backendTls?.(), allowAnonymousTls: config.backendAllowAnonymousTls },
       ...(deps.connect ? { connect: deps.connect } : {}),
     });
     let port: number | undefined;
@@ -249,6 +256,15 @@ export async function admit(
     lease?.release();
     throw error;
   }
+}
+
+/** The destinations `config` lets forwardings reach. */
+export function destinationPolicy(config: Config): DestinationPolicy {
+  return new DestinationPolicy({
+    allow: config.backendAllow,
+    deny: config.backendDeny,
+    unixDirs: config.unixBackendDirs,
+  });
 }
 
 /** The daemon-wide limits every session gets. */

@@ -37,7 +37,7 @@ export function formatHostPort(hostname: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-/** A `Duplex` over a `Deno.Conn` (TCP or TLS). */
+/** A `Duplex` over a `Deno.Conn` (TCP, TLS or a Unix socket). */
 export class ConnDuplex implements Duplex {
   readonly #conn: Deno.Conn;
   #closed = false;
@@ -47,8 +47,10 @@ export class ConnDuplex implements Duplex {
   /** Wraps `conn`; the duplex owns it from now on. */
   constructor(conn: Deno.Conn) {
     this.#conn = conn;
-    const addr = conn.remoteAddr as Deno.NetAddr;
-    this.remoteAddress = formatHostPort(addr.hostname, addr.port);
+    const addr = conn.remoteAddr;
+    this.remoteAddress = "path" in addr
+      ? `unix:${addr.path}`
+      : formatHostPort((addr as Deno.NetAddr).hostname, (addr as Deno.NetAddr).port);
   }
 
   /** Reads at most `buffer.length` bytes. */

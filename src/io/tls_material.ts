@@ -1,10 +1,13 @@
 /**
  * A certificate and key in PEM form, read from files and proven usable
  * before anyone connects: the control socket with `--enable-ssl`, `vnc-wss`
- * ports and the gateway all use the same pair.
+ * ports and the gateway all use the same pair. VNC servers reached over
+ * TLS get their own CA and client certificate.
  *
  * @module
  */
+
+import { X509Certificate } from "node:crypto";
 
 /** A certificate and key in PEM form. */
 export interface TlsMaterial {
@@ -41,4 +44,44 @@ export function loadTls(
 /** True when `a` and `b` are the same pair (or both absent). */
 export function sameTls(a: TlsMaterial | undefined, b: TlsMaterial | undefined): boolean {
   return a?.cert === b?.cert && a?.key === b?.key;
+}
+
+/** TLS material for connections to VNC servers (`--backend-ca`, `--backend-cert`, `--backend-key`). */
+export interface BackendTlsMaterial {
+  /** PEM CA certificates to trust; absent: the system roots. */
+  readonly caCerts?: readonly string[];
+  /** A client certificate and key. */
+  readonly clientCertificate?: TlsMaterial;
+}
+
+/**
+ * Reads the backend CA and client certificate files that are set, and
+ * proves them usable: the CA parses as a certificate, the client pair as a
+ * pair Deno can use.
+ *
+ * @throws {Deno.errors.NotFound} (and other read errors) for a missing
+ * file, {@linkcode Error} naming the file for one Deno cannot use.
+ */
+export function loadBackendTls(files: {
+  readonly caFile?: string | undefined;
+  readonly certFile?: string | undefined;
+  readonly keyFile?: string | undefined;
+}): BackendTlsMaterial {
+  let caCerts: string[] | undefined;
+  if (files.caFile !== undefined) {
+    const pem = Deno.readTextFileSync(files.caFile);
+    try {
+      new X509Certificate(pem);
+    } catch (error) {
+      throw new Error(`Invalid CA certificate "${files.caFile}"`, { cause: error });
+    }
+    caCerts = [pem];
+  }
+  const clientCertificate = files.certFile !== undefined && files.keyFile !== undefined
+    ? loadTls({ certFile: files.certFile, keyFile: files.keyFile })
+    : undefined;
+  return {
+    ...(caCerts ? { caCerts } : {}),
+    ...(clientCertificate ? { clientCertificate } : {}),
+  };
 }

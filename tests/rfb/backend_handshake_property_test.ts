@@ -25,7 +25,7 @@ const encoder = new TextEncoder();
 
 /** Every reason `openBackend()` may give once connected. */
 const REASON =
-  /^(VNC server (requires authentication|closed the connection|sent an invalid handshake|refused|refused: .+|handshake failed))$/s;
+  /^(VNC server (requires authentication|requires TLS|closed the connection|sent an invalid handshake|refused|refused authentication|refused: .+|handshake failed))$/s;
 
 /** What the handshake must give for a script, and what the proxy must have sent. */
 interface Expected {
@@ -54,12 +54,20 @@ function model(script: Uint8Array): Expected {
     consumed: outcome === EOF ? script.length : at,
     written: concat(written),
   });
-  const refusal = (): Expected => {
+  // A refused handshake says "refused"; a failed SecurityResult, "refused authentication".
+  const refusal = (empty = "VNC server refused"): Expected => {
     const length = u32();
     const reason = length === undefined ? undefined : take(Math.min(length, MAX_REASON_BYTES));
     if (reason === undefined) return end(EOF);
     const text = cleanReason(reason);
-    return end({ reason: text === "" ? "VNC server refused" : `VNC server refused: ${text}` });
+    return end({ reason: text === "" ? empty : `VNC server refused: ${text}` });
+  };
+  // No password and no TLS asked for: None, or why not.
+  const without = (types: ArrayLike<number>): string => {
+    const offered = Array.from(types);
+    if (offered.includes(2)) return "VNC server requires authentication";
+    if (offered.includes(18) || offered.includes(19)) return "VNC server requires TLS";
+    return "VNC server requires authentication";
   };
 
   const versionBytes = take(12);
@@ -75,19 +83,19 @@ function model(script: Uint8Array): Expected {
     const type = u32();
     if (type === undefined) return end(EOF);
     if (type === 0) return refusal();
-    return end(type === 1 ? { version } : { reason: "VNC server requires authentication" });
+    return end(type === 1 ? { version } : { reason: without([type]) });
   }
   const count = take(1)?.[0];
   if (count === undefined) return end(EOF);
   if (count === 0) return refusal();
   const types = take(count);
   if (types === undefined) return end(EOF);
-  if (!types.includes(1)) return end({ reason: "VNC server requires authentication" });
+  if (!types.includes(1)) return end({ reason: without(types) });
   written.push(Uint8Array.of(1));
   if (version === "3.8") {
     const result = u32();
     if (result === undefined) return end(EOF);
-    if (result !== 0) return refusal();
+    if (result !== 0) return refusal("VNC server refused authentication");
   }
   return end({ version });
 }

@@ -28,9 +28,12 @@ import {
 import {
   type ControlReply,
   encodeReply,
+  type ForwardRequest,
   JsonObjectScanner,
   parseForwardRequest,
+  UNIX_PREFIX,
 } from "./control_message.ts";
+import type { BackendAddress, BackendTarget } from "../../rfb/backend_handshake.ts";
 
 /** What the control server needs from the daemon. */
 export interface ControlServerDeps extends AdmissionDeps {
@@ -181,7 +184,9 @@ export async function handleControlConnection(
         deps,
       ),
     );
-    const backend = formatHostPort(request.destinationAddress, request.destinationPort);
+    const backend = request.destinationAddress.startsWith(UNIX_PREFIX)
+      ? request.destinationAddress
+      : formatHostPort(request.destinationAddress, request.destinationPort);
     logger.info(
       `Request by "${request.authUser}": ${request.type} (client req'd: ${request.sourcePort}) -> ` +
         backend,
@@ -198,7 +203,7 @@ export async function handleControlConnection(
       : { rendezvous: "port", sourcePort: request.sourcePort };
     admitted = await admit(
       {
-        backend: { host: request.destinationAddress, port: request.destinationPort },
+        backend: backendTargetOf(request),
         kind: request.type,
         route,
         viewerPassword: request.password,
@@ -236,6 +241,19 @@ export async function handleControlConnection(
     return;
   }
   deps.sessions.start(admitted.session);
+}
+
+/** Where and how to reach the VNC server a request names. */
+function backendTargetOf(request: ForwardRequest): BackendTarget {
+  const address: BackendAddress = request.destinationAddress.startsWith(UNIX_PREFIX)
+    ? { transport: "unix", path: request.destinationAddress.slice(UNIX_PREFIX.length) }
+    : { host: request.destinationAddress, port: request.destinationPort };
+  return {
+    ...address,
+    ...(request.destinationPassword !== undefined ? { password: request.destinationPassword } : {}),
+    ...(request.destinationTls ? { tls: true } : {}),
+    ...(request.destinationTlsName !== undefined ? { tlsName: request.destinationTlsName } : {}),
+  };
 }
 
 /**
