@@ -107,10 +107,14 @@ export async function waitForLines(
   }
 }
 
-/** Asserts no log line of the daemon contains any of `secrets`. */
-export function assertNoSecrets(lines: readonly string[], secrets: readonly string[]): void {
-  assert.ok(lines.length > 0, "the daemon logged nothing");
-  for (const line of lines) {
+/**
+ * Asserts nothing the daemon printed (stderr, where it logs, and stdout) contains any of
+ * `secrets`; the daemons of these tests run with `--debug`.
+ */
+export function assertNoSecrets(daemon: DaemonProcess, secrets: readonly string[]): void {
+  assert.ok(daemon.lines.length > 0, "the daemon logged nothing");
+  assert.ok(daemon.lines.some((line) => line.includes("DEBUG:")), "not at --debug");
+  for (const line of [...daemon.lines, ...daemon.stdoutLines]) {
     for (const secret of secrets) assert.ok(!line.includes(secret), `secret in log: ${line}`);
   }
 }

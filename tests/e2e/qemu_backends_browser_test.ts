@@ -103,7 +103,7 @@ Deno.test({
       await waitForScreen(session, screen);
       await session.disconnect();
       await daemon.waitForLine(/Session ended/);
-      assertNoSecrets(daemon.lines, [QEMU_PASSWORD, VIEWER_PASSWORD]);
+      assertNoSecrets(daemon, [QEMU_PASSWORD, VIEWER_PASSWORD]);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -144,6 +144,6 @@ Deno.test({
     await waitForScreen(session, screen);
     await session.disconnect();
     await waitForLines(gw.daemon, /Session ended/, 1);
-    assertNoSecrets(gw.daemon.lines, [QEMU_PASSWORD, reply.token!]);
+    assertNoSecrets(gw.daemon, [QEMU_PASSWORD, reply.token!]);
   },
 });

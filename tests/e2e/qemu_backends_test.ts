@@ -71,7 +71,7 @@ Deno.test({
     );
     await assertCaptureShows(port, VIEWER_PASSWORD, screen);
     await daemon.waitForLine(/Session ended/);
-    assertNoSecrets(daemon.lines, [QEMU_PASSWORD, WRONG_PASSWORD, VIEWER_PASSWORD]);
+    assertNoSecrets(daemon, [QEMU_PASSWORD, WRONG_PASSWORD, VIEWER_PASSWORD]);
   },
 });
 
@@ -123,7 +123,7 @@ Deno.test({
       );
       await assertCaptureShows(second, VIEWER_PASSWORD, lockedScreen);
       await waitForLines(daemon, /Session ended/, 2);
-      assertNoSecrets(daemon.lines, [QEMU_PASSWORD, WRONG_PASSWORD, VIEWER_PASSWORD]);
+      assertNoSecrets(daemon, [QEMU_PASSWORD, WRONG_PASSWORD, VIEWER_PASSWORD]);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -255,7 +255,7 @@ Deno.test({
     );
     await assertCaptureShows(port, VIEWER_PASSWORD, screen);
     await daemon.waitForLine(/Session ended/);
-    assertNoSecrets(daemon.lines, [QEMU_PASSWORD, WRONG_PASSWORD, VIEWER_PASSWORD]);
+    assertNoSecrets(daemon, [QEMU_PASSWORD, WRONG_PASSWORD, VIEWER_PASSWORD]);
   },
 });
 
