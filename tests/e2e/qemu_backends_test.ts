@@ -291,6 +291,18 @@ Deno.test({
         await clientRequest(control, tcp(qemu.port, "--dest-tls")),
         "VNC server offers only anonymous TLS",
       );
+      // Allowed, it still cannot be spoken: Deno's TLS (rustls) has no anonymous
+      // Diffie-Hellman, so the daemon says so in its log and refuses the same way.
+      await using lenient = await startDaemon({
+        users: USERS,
+        poolSize: 1,
+        args: ["--backend-allow-anonymous-tls"],
+      });
+      assertFailed(
+        await clientRequest(lenient.controlPort, tcp(qemu.port, "--dest-tls")),
+        "VNC server offers only anonymous TLS",
+      );
+      await lenient.waitForLine(/anonymous Diffie-Hellman/i);
     }
     await using qemu = await startQemu({
       ...QEMU_START,
