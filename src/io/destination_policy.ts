@@ -96,7 +96,9 @@ export class DestinationPolicy {
     }));
     const lexical = normalize(path);
     if (!dirs.some(({ written, real }) => isBelow(lexical, written) || isBelow(lexical, real))) {
-      throw new DestinationRefusedError(`Unix socket "${path}" is outside every --unix-backend-dir`);
+      throw new DestinationRefusedError(
+        `Unix socket "${path}" is outside every --unix-backend-dir`,
+      );
     }
     const real = await Deno.realPath(path);
     if (!dirs.some((dir) => isBelow(real, dir.real))) {

@@ -71,6 +71,12 @@ const UNTRUSTED_CODES = new Set([
   "INVALID_CA",
 ]);
 
+/** A TLS connection as a {@linkcode Duplex}. */
+export interface TlsDuplex extends Duplex {
+  /** Bytes the peer sent over TLS so far. */
+  readonly bytesReceived: number;
+}
+
 /** How big one read from the connection under TLS may be. */
 const RAW_READ_BYTES = 16 * 1024;
 
@@ -82,7 +88,10 @@ const RAW_READ_BYTES = 16 * 1024;
  * @throws {TlsHandshakeError} when the handshake fails (the connection is
  * then closed).
  */
-export async function startTlsClient(raw: Duplex, options: TlsClientOptions): Promise<Duplex> {
+export async function startTlsClient(
+  raw: Duplex,
+  options: TlsClientOptions,
+): Promise<TlsDuplex> {
   const { signal } = options;
   signal.throwIfAborted();
   const socket = connect({
@@ -105,9 +114,11 @@ export async function startTlsClient(raw: Duplex, options: TlsClientOptions): Pr
     await new Promise<void>((resolve, reject) => {
       socket.once("secureConnect", () => resolve());
       socket.once("error", (error) => reject(classify(error)));
-      socket.once("close", () => {
+      const closed = () => {
         reject(new TlsHandshakeError("failed", "Connection closed during the TLS handshake"));
-      });
+      };
+      socket.once("end", closed);
+      socket.once("close", closed);
     });
   } catch (error) {
     socket.destroy();
@@ -130,8 +141,11 @@ function classify(error: unknown): TlsHandshakeError {
   return new TlsHandshakeError(failure, message, { cause: error });
 }
 
-/** `raw` as the node stream `node:tls` wants under it. */
-function toNodeStream(raw: Duplex): NodeDuplex {
+/**
+ * `raw` as the node stream `node:tls` wants under it (exported for tests,
+ * whose scripted servers run the server side of TLS the same way).
+ */
+export function toNodeStream(raw: Duplex): NodeDuplex {
   const buffer = new Uint8Array(RAW_READ_BYTES);
   return new NodeDuplex({
     read() {
@@ -154,15 +168,17 @@ function toNodeStream(raw: Duplex): NodeDuplex {
  * A TLS socket as a {@linkcode Duplex}: reads hand out what TLS decrypted,
  * at most the caller's buffer, keeping the rest for the next read.
  */
-class TlsSocketDuplex implements Duplex {
+export class TlsSocketDuplex implements TlsDuplex {
   readonly #socket: TLSSocket;
   #pending: Uint8Array | undefined;
   #ended = false;
   #error: unknown = undefined;
   #wake: (() => void) | undefined;
+  #received = 0;
   /** The server's address for log lines. */
   readonly remoteAddress: string;
 
+  /** Wraps `socket` (connected, or whose handshake is under way); it owns it from now on. */
   constructor(socket: TLSSocket, remoteAddress: string) {
     this.#socket = socket;
     this.remoteAddress = remoteAddress;
@@ -198,12 +214,18 @@ class TlsSocketDuplex implements Duplex {
         const n = Math.min(buffer.length, pending.length);
         buffer.set(pending.subarray(0, n));
         this.#pending = n < pending.length ? pending.subarray(n) : undefined;
+        this.#received += n;
         return n;
       }
       if (this.#error !== undefined) throw this.#error;
       if (this.#ended || this.#socket.destroyed) return null;
       await new Promise<void>((resolve) => this.#wake = resolve);
     }
+  }
+
+  /** Bytes handed out by {@linkcode read} so far. */
+  get bytesReceived(): number {
+    return this.#received;
   }
 
   /** Writes all of `data`; resolves once TLS has taken it. */

@@ -149,7 +149,11 @@ export async function openBackend(
   let server: Duplex = duplex;
   try {
     const version = await withDeadline(duplex, options.signal, async () => {
-      const result = await handshake(duplex, { wants, logger: options.logger, signal: options.signal });
+      const result = await handshake(duplex, {
+        wants,
+        logger: options.logger,
+        signal: options.signal,
+      });
       server = result.server;
       return result.version;
     });

@@ -7,10 +7,16 @@
  * @module
  */
 
-import { RefusalError } from "../errors.ts";
-import { readExact, readU32, readU8 } from "../io/byte_reader.ts";
+import { describeError, RefusalError, RfbError } from "../errors.ts";
+import { readExact, readU32, readU8, UnexpectedEofError } from "../io/byte_reader.ts";
+import { isTimeout } from "../io/deadline.ts";
 import type { Duplex } from "../io/duplex.ts";
-import { type ClientCertificate, startTlsClient, TlsHandshakeError } from "../io/tls_client.ts";
+import {
+  type ClientCertificate,
+  startTlsClient,
+  type TlsDuplex,
+  TlsHandshakeError,
+} from "../io/tls_client.ts";
 import type { Logger } from "../log.ts";
 import {
   CHALLENGE_LENGTH,
@@ -127,7 +133,7 @@ export async function runSecurity(
         await readSecurityResult(tls, version);
       } catch (error) {
         tls.close();
-        throw error;
+        throw afterTls(error, tls, logger);
       }
       return tls;
     }
@@ -137,7 +143,7 @@ export async function runSecurity(
         return await nestedSecurity(tls, context);
       } catch (error) {
         tls.close();
-        throw error;
+        throw afterTls(error, tls, logger);
       }
     }
     default:
@@ -166,7 +172,27 @@ async function nestedSecurity(tls: Duplex, context: SecurityContext): Promise<Du
   return await runSecurity(tls, inner, context);
 }
 
-async function startBackendTls(server: Duplex, context: SecurityContext): Promise<Duplex> {
+/**
+ * An error after the client's side of the TLS handshake. With TLS 1.3 the
+ * server checks the client certificate after the client is done, so a
+ * refused (or missing) one shows as an alert or an end of stream at the
+ * first read: a failure of the TLS layer, or an end before the server sent
+ * a byte over TLS, is a failed handshake. Protocol errors, later ends and
+ * timeouts keep their own reasons.
+ */
+function afterTls(error: unknown, tls: TlsDuplex, logger: Logger): unknown {
+  const silentEnd = error instanceof UnexpectedEofError && tls.bytesReceived === 0;
+  if (
+    error instanceof RefusalError || error instanceof RfbError || isTimeout(error) ||
+    (error instanceof UnexpectedEofError && !silentEnd)
+  ) {
+    return error;
+  }
+  logger.warn(`TLS with the VNC server failed: ${describeError(error)}`);
+  return new RefusalError("VNC server TLS handshake failed", { cause: error });
+}
+
+async function startBackendTls(server: Duplex, context: SecurityContext): Promise<TlsDuplex> {
   const tls = context.wants.tls;
   // chooseSecurityType() picks a TLS type only when TLS was asked for; a
   // 3.3 server decides itself.

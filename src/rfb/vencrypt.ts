@@ -107,7 +107,9 @@ export async function negotiateVencrypt(
   logger.debug(`VNC server offers VeNCrypt sub-types ${subtypes.join(", ") || "none"}`);
   const subtype = chooseVencryptSubtype(subtypes, wants, logger);
   await server.write(encodeU32(subtype));
-  if (await readU8(server) !== 1) throw new RefusalError("VNC server refused the VeNCrypt sub-type");
+  if (await readU8(server) !== 1) {
+    throw new RefusalError("VNC server refused the VeNCrypt sub-type");
+  }
   logger.debug(`Using VeNCrypt sub-type ${subtype}`);
   return subtype;
 }

@@ -139,3 +139,74 @@ export async function makeTestCertificateAuthority(
     [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
   };
 }
+
+/** A throw-away PKI: a CA, a server and a client certificate from it, and a server certificate from another CA. */
+export interface TestPki extends AsyncDisposable {
+  readonly dir: string;
+  /** The CA (PEM) and its file. */
+  readonly caCert: string;
+  readonly caFile: string;
+  /** Server certificate for localhost, 127.0.0.1 and ::1, signed by the CA. */
+  readonly server: { readonly cert: string; readonly key: string };
+  /** Client certificate (clientAuth), signed by the CA, and its files. */
+  readonly client: {
+    readonly cert: string;
+    readonly key: string;
+    readonly certFile: string;
+    readonly keyFile: string;
+  };
+  /** Server certificate for the same names, signed by another CA. */
+  readonly otherServer: { readonly cert: string; readonly key: string };
+}
+
+/** Makes a fresh {@linkcode TestPki} with openssl; disposing removes it. */
+export async function makeTestPki(): Promise<TestPki> {
+  const dir = await Deno.makeTempDir({ prefix: "vap-pki-" });
+  const f = (name: string) => `${dir}/${name}`;
+  const makeCa = async (name: string) => {
+    await openssl([
+      ...["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"],
+      ...["-keyout", f(`${name}.key`), "-out", f(`${name}.pem`), "-subj", `/CN=${name}`],
+      ...["-addext", "basicConstraints=critical,CA:TRUE"],
+      ...["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+    ]);
+  };
+  const issue = async (name: string, ca: string, extensions: string) => {
+    await openssl([
+      ...["req", "-newkey", "rsa:2048", "-nodes", "-keyout", f(`${name}.key`)],
+      ...["-out", f(`${name}.csr`), "-subj", `/CN=${name}`],
+    ]);
+    await Deno.writeTextFile(f(`${name}.ext`), extensions);
+    await openssl([
+      ...["x509", "-req", "-in", f(`${name}.csr`), "-CA", f(`${ca}.pem`)],
+      ...["-CAkey", f(`${ca}.key`), "-CAcreateserial", "-days", "1"],
+      ...["-out", f(`${name}.pem`), "-extfile", f(`${name}.ext`)],
+    ]);
+  };
+  const serverExtensions = "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n" +
+    "basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n";
+  await makeCa("ca");
+  await makeCa("otherca");
+  await issue("server", "ca", serverExtensions);
+  await issue("otherserver", "otherca", serverExtensions);
+  await issue(
+    "client",
+    "ca",
+    "basicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\n",
+  );
+  const read = (name: string) => Deno.readTextFile(f(name));
+  return {
+    dir,
+    caCert: await read("ca.pem"),
+    caFile: f("ca.pem"),
+    server: { cert: await read("server.pem"), key: await read("server.key") },
+    client: {
+      cert: await read("client.pem"),
+      key: await read("client.key"),
+      certFile: f("client.pem"),
+      keyFile: f("client.key"),
+    },
+    otherServer: { cert: await read("otherserver.pem"), key: await read("otherserver.key") },
+    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
+  };
+}

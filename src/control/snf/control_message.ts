@@ -228,8 +228,9 @@ function isVncPassword(text: string): boolean {
  */
 function isUnixPath(path: string): boolean {
   // deno-lint-ignore no-control-regex
+  const control = /[\u0000-\u001f\u007f]/;
   return path.startsWith("/") && new TextEncoder().encode(path).length <= 107 &&
-    !/[\u0000-\u001f\u007f]/.test(path);
+    !control.test(path);
 }
 
 function requireBoolean(fields: Record<string, unknown>, name: string): boolean {

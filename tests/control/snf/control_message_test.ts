@@ -34,6 +34,9 @@ Deno.test("parseForwardRequest() accepts a complete request", () => {
     sourcePort: 0,
     destinationAddress: "10.0.0.5",
     destinationPort: 5901,
+    destinationPassword: undefined,
+    destinationTls: false,
+    destinationTlsName: undefined,
     password: "one-time",
     type: "vnc-ws",
     gateway: false,
@@ -110,6 +113,103 @@ Deno.test("parseForwardRequest() names the bad field and never echoes a value", 
     const reason = refusal(input);
     assert.equal(reason, expected, JSON.stringify(input));
     assert.ok(!reason.includes("s3cret-control") && !reason.includes("one-time"));
+  }
+});
+
+Deno.test("parseForwardRequest() takes the backend's password, TLS, TLS name and Unix sockets", () => {
+  const parsed = parseForwardRequest(JSON.stringify({
+    ...VALID,
+    destination_password: "vm-sécret",
+    destination_tls: true,
+    destination_tls_name: "hv1.example.org",
+  }));
+  assert.equal(parsed.destinationPassword, "vm-sécret");
+  assert.equal(parsed.destinationTls, true);
+  assert.equal(parsed.destinationTlsName, "hv1.example.org");
+  const unix = parseForwardRequest(JSON.stringify({
+    ...VALID,
+    destination_address: "unix:/run/qemu/vm 1/../vnc.sock",
+    destination_port: 0,
+  }));
+  // `..` is the policy's to resolve, not the parser's.
+  assert.equal(unix.destinationAddress, "unix:/run/qemu/vm 1/../vnc.sock");
+  assert.equal(unix.destinationPort, 0);
+  assert.equal(
+    parseForwardRequest(JSON.stringify({
+      ...VALID,
+      destination_address: "unix:/run/vnc.sock",
+      destination_port: "0",
+      destination_tls: true,
+      destination_tls_name: "[::1]",
+    })).destinationTlsName,
+    "::1",
+  );
+});
+
+Deno.test("parseForwardRequest() refuses malformed backend fields by name, never echoing them", () => {
+  const table: [Record<string, unknown>, string][] = [
+    [{ ...VALID, destination_password: "" }, "malformed request: destination_password"],
+    [{ ...VALID, destination_password: "pw€" }, "malformed request: destination_password"],
+    [{ ...VALID, destination_password: "a\u0000b" }, "malformed request: destination_password"],
+    [{ ...VALID, destination_password: 1234 }, "malformed request: destination_password"],
+    [{ ...VALID, destination_password: null }, "malformed request: destination_password"],
+    [
+      { ...VALID, destination_password: "x".repeat(1025) },
+      "malformed request: destination_password",
+    ],
+    [{ ...VALID, destination_tls: "yes" }, "malformed request: destination_tls"],
+    [{ ...VALID, destination_tls: null }, "malformed request: destination_tls"],
+    [{ ...VALID, destination_tls_name: "hv1" }, "malformed request: destination_tls_name"],
+    [
+      { ...VALID, destination_tls: true, destination_tls_name: "a b" },
+      "malformed request: destination_tls_name",
+    ],
+    [
+      { ...VALID, destination_tls: true, destination_tls_name: 7 },
+      "malformed request: destination_tls_name",
+    ],
+    [
+      { ...VALID, destination_address: "unix:relative/vnc.sock", destination_port: 0 },
+      "malformed request: destination_address",
+    ],
+    [
+      { ...VALID, destination_address: "unix:", destination_port: 0 },
+      "malformed request: destination_address",
+    ],
+    [
+      { ...VALID, destination_address: "unix:/run/a\nb", destination_port: 0 },
+      "malformed request: destination_address",
+    ],
+    [
+      { ...VALID, destination_address: `unix:/${"x".repeat(107)}`, destination_port: 0 },
+      "malformed request: destination_address",
+    ],
+    [
+      { ...VALID, destination_address: "unix:/run/vnc.sock", destination_port: 5900 },
+      "malformed request: destination_port",
+    ],
+    [
+      { ...VALID, destination_address: "unix:/run/vnc.sock", destination_port: undefined },
+      "malformed request: destination_port",
+    ],
+    [
+      {
+        ...VALID,
+        destination_address: "unix:/run/vnc.sock",
+        destination_port: 0,
+        destination_tls: true,
+      },
+      "malformed request: destination_tls_name",
+    ],
+    [
+      { ...VALID, destination_address: "UNIX:/run/vnc.sock" },
+      "malformed request: destination_address",
+    ],
+  ];
+  for (const [input, expected] of table) {
+    const reason = refusal(input);
+    assert.equal(reason, expected, JSON.stringify(input));
+    assert.ok(!reason.includes("pw€") && !reason.includes("/run"), reason);
   }
 });
 
