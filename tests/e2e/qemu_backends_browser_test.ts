@@ -11,6 +11,7 @@
 import assert from "node:assert/strict";
 import { hasChromium, NOVNC_DIR, type NoVncSession, openNoVnc } from "../_util/browser.ts";
 import {
+  assertFailed,
   assertNoSecrets,
   assertOk,
   clientRequest,
@@ -30,6 +31,7 @@ import { hasOpenssl, makeTestCertificateAuthority } from "../_util/tls.ts";
 
 const VIEWER_PASSWORD = "br0wser!";
 const QEMU_PASSWORD = "qemu-Pw8";
+const WRONG_PASSWORD = "wrong-P8";
 const STEP_TIMEOUT_MS = 20_000;
 
 const MISSING = [
@@ -128,10 +130,35 @@ Deno.test({
       plain: true,
       args: [`--backend-ca=${ca.certFile}`],
     });
+    const viaGateway = [
+      "-d",
+      "127.0.0.1",
+      "-p",
+      String(qemu.port),
+      "--gateway",
+      "--type",
+      "vnc-ws",
+    ];
+    // A wrong backend password: FAILED, and no token was ever minted.
+    assertFailed(
+      await clientRequest(gw.daemon.controlPort, [
+        ...viaGateway,
+        ...["--dest-tls", "--dest-password", WRONG_PASSWORD],
+      ]),
+      "VNC server refused: Authentication failed",
+    );
     const { reply, code } = await clientRequest(gw.daemon.controlPort, [
-      ...["-d", "127.0.0.1", "-p", String(qemu.port), "--gateway", "--type", "vnc-ws"],
+      ...viaGateway,
       ...["--dest-tls", "--dest-password", QEMU_PASSWORD],
     ]);
+    // Log lines come in order: once this token's line is read, one for the refusal would be too.
+    const minted = /Token [0-9a-f]{8} minted/;
+    await gw.daemon.waitForLine(minted);
+    assert.equal(
+      gw.daemon.lines.filter((line) => minted.test(line)).length,
+      1,
+      "a refusal's token",
+    );
     assert.equal(code, 0, JSON.stringify(reply));
     assert.equal(reply.status, "OK", JSON.stringify(reply));
     assert.match(reply.path ?? "", /^websockify\?token=/);
@@ -144,6 +171,6 @@ Deno.test({
     await waitForScreen(session, screen);
     await session.disconnect();
     await waitForLines(gw.daemon, /Session ended/, 1);
-    assertNoSecrets(gw.daemon, [QEMU_PASSWORD, reply.token!]);
+    assertNoSecrets(gw.daemon, [QEMU_PASSWORD, WRONG_PASSWORD, reply.token!]);
   },
 });
