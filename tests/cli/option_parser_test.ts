@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { type OptionSpec, parseOptions } from "../../src/cli/option_parser.ts";
 import { UsageError } from "../../src/errors.ts";
-import { SERVE_OPTIONS } from "../../src/cli/serve_command.ts";
+import { parseServeArgs, SERVE_OPTIONS } from "../../src/cli/serve_command.ts";
 
 const SPECS: OptionSpec[] = [
   { long: "debug", short: "d", kind: "flag", help: "" },
@@ -97,4 +97,48 @@ Deno.test("the daemon keeps every long-option prefix snf's optparse accepted, wh
     "auth-fail-limit": "3/s",
   });
   assert.deepEqual(parseOptions(SERVE_OPTIONS, ["--max-s=5"]).values, { "max-session-time": 5 });
+});
+
+Deno.test("the daemon's backend flags: repeatable, lists comma- or space-separated, checked", () => {
+  const config = parseServeArgs([
+    "--unix-backend-dir=/run/qemu",
+    "--unix-backend-dir",
+    "/var/lib/vms a",
+    "--backend-allow=10.0.0.0/8,192.0.2.0/24",
+    "--backend-allow",
+    "2001:db8::/32 127.0.0.1",
+    "--backend-deny=10.9.0.0/16",
+    "--backend-ca=/etc/vap/ca.pem",
+    "--backend-cert=/etc/vap/c.pem",
+    "--backend-key=/etc/vap/k.pem",
+    "--backend-allow-anonymous-tls",
+  ]);
+  assert.ok(config !== "help");
+  assert.deepEqual(config.unixBackendDirs, ["/run/qemu", "/var/lib/vms a"]);
+  assert.deepEqual(config.backendAllow, [
+    "10.0.0.0/8",
+    "192.0.2.0/24",
+    "2001:db8::/32",
+    "127.0.0.1",
+  ]);
+  assert.deepEqual(config.backendDeny, ["10.9.0.0/16"]);
+  assert.equal(config.backendCaFile, "/etc/vap/ca.pem");
+  assert.equal(config.backendCertFile, "/etc/vap/c.pem");
+  assert.equal(config.backendKeyFile, "/etc/vap/k.pem");
+  assert.equal(config.backendAllowAnonymousTls, true);
+  const defaults = parseServeArgs([]);
+  assert.ok(defaults !== "help");
+  assert.deepEqual(defaults.unixBackendDirs, []);
+  assert.deepEqual(defaults.backendAllow, []);
+  for (
+    const args of [
+      ["--unix-backend-dir=run/qemu"],
+      ["--backend-cert=/c.pem"],
+      ["--backend-key=/k.pem"],
+      ["--backend-allow=10.0.0.0/33"],
+      ["--backend-deny=vnc.example"],
+    ]
+  ) {
+    assert.throws(() => parseServeArgs(args), UsageError, args.join(" "));
+  }
 });
