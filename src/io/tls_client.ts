@@ -81,6 +81,44 @@ export interface TlsDuplex extends Duplex {
 const RAW_READ_BYTES = 16 * 1024;
 
 /**
+ * Decrypted bytes waiting for the reader at which the connection under TLS
+ * is no longer read (node's default high-water mark, where the TLS socket
+ * itself stops taking more). node:tls in Deno reads its socket as fast as
+ * it can whoever reads the TLS side (its own pause does not reach the
+ * socket underneath): without this gate a VNC server could fill memory
+ * while the viewer is slow.
+ */
+const MAX_BUFFERED_BYTES = 64 * 1024;
+
+/**
+ * Holds reads of the connection under TLS while the TLS side has
+ * {@linkcode MAX_BUFFERED_BYTES} or more waiting for its reader.
+ */
+export class ReadGate {
+  #buffered: () => number = () => 0;
+  #waiting: (() => void) | undefined;
+
+  /** Sets how many bytes wait for the reader (once the TLS socket exists). */
+  measure(buffered: () => number): void {
+    this.#buffered = buffered;
+  }
+
+  /** Resolves once the reader has room. */
+  wait(): Promise<void> {
+    if (this.#buffered() < MAX_BUFFERED_BYTES) return Promise.resolve();
+    return new Promise((resolve) => this.#waiting = resolve);
+  }
+
+  /** Called after the reader took bytes (or at the end): lets a held read go. */
+  release(force = false): void {
+    if (this.#waiting === undefined || (!force && this.#buffered() >= MAX_BUFFERED_BYTES)) return;
+    const resolve = this.#waiting;
+    this.#waiting = undefined;
+    resolve();
+  }
+}
+
+/**
  * Runs a TLS client handshake over `raw` and returns the encrypted stream.
  * From this call on, the returned duplex owns `raw`: closing it closes
  * `raw`, and closing `raw` ends it.
@@ -94,8 +132,9 @@ export async function startTlsClient(
 ): Promise<TlsDuplex> {
   const { signal } = options;
   signal.throwIfAborted();
+  const gate = new ReadGate();
   const socket = connect({
-    socket: toNodeStream(raw),
+    socket: toNodeStream(raw, gate),
     host: options.name,
     // SNI carries DNS names only (RFC 6066 §3); the name check uses `host`.
     ...(isIP(options.name) === 0 ? { servername: options.name } : {}),
@@ -127,7 +166,7 @@ export async function startTlsClient(
   } finally {
     signal.removeEventListener("abort", onAbort);
   }
-  return new TlsSocketDuplex(socket, raw.remoteAddress);
+  return new TlsSocketDuplex(socket, raw.remoteAddress, gate);
 }
 
 function classify(error: unknown): TlsHandshakeError {
@@ -145,11 +184,11 @@ function classify(error: unknown): TlsHandshakeError {
  * `raw` as the node stream `node:tls` wants under it (exported for tests,
  * whose scripted servers run the server side of TLS the same way).
  */
-export function toNodeStream(raw: Duplex): NodeDuplex {
+export function toNodeStream(raw: Duplex, gate: ReadGate): NodeDuplex {
   const buffer = new Uint8Array(RAW_READ_BYTES);
   return new NodeDuplex({
     read() {
-      raw.read(buffer).then(
+      gate.wait().then(() => raw.read(buffer)).then(
         (n) => this.push(n === null ? null : buffer.slice(0, n)),
         (error) => this.destroy(error),
       );
@@ -175,13 +214,20 @@ export class TlsSocketDuplex implements TlsDuplex {
   #error: unknown = undefined;
   #wake: (() => void) | undefined;
   #received = 0;
+  readonly #gate: ReadGate;
   /** The server's address for log lines. */
   readonly remoteAddress: string;
 
-  /** Wraps `socket` (connected, or whose handshake is under way); it owns it from now on. */
-  constructor(socket: TLSSocket, remoteAddress: string) {
+  /**
+   * Wraps `socket` (connected, or whose handshake is under way), made over
+   * {@linkcode toNodeStream} with `gate`; it owns the socket from now on.
+   */
+  constructor(socket: TLSSocket, remoteAddress: string, gate: ReadGate) {
     this.#socket = socket;
     this.remoteAddress = remoteAddress;
+    this.#gate = gate;
+    gate.measure(() => socket.readableLength + (this.#pending?.length ?? 0));
+    socket.once("close", () => gate.release(true));
     const wake = () => {
       const resolve = this.#wake;
       this.#wake = undefined;
@@ -215,6 +261,7 @@ export class TlsSocketDuplex implements TlsDuplex {
         buffer.set(pending.subarray(0, n));
         this.#pending = n < pending.length ? pending.subarray(n) : undefined;
         this.#received += n;
+        this.#gate.release();
         return n;
       }
       if (this.#error !== undefined) throw this.#error;
@@ -239,5 +286,6 @@ export class TlsSocketDuplex implements TlsDuplex {
   /** Closes TLS and the connection under it; idempotent. */
   close(): void {
     this.#socket.destroy();
+    this.#gate.release(true);
   }
 }

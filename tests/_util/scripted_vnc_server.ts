@@ -12,7 +12,7 @@
 import { TLSSocket } from "node:tls";
 import { readExact, readU32, readU8 } from "../../src/io/byte_reader.ts";
 import { ConnDuplex, type Duplex } from "../../src/io/duplex.ts";
-import { TlsSocketDuplex, toNodeStream } from "../../src/io/tls_client.ts";
+import { ReadGate, TlsSocketDuplex, toNodeStream } from "../../src/io/tls_client.ts";
 import { encodeU32 } from "../../src/rfb/rfb_messages.ts";
 import { verifyVncAuthResponse } from "../../src/rfb/vnc_auth.ts";
 
@@ -81,7 +81,8 @@ export class ScriptPeer {
    * @throws when the handshake fails (a client certificate missing, say).
    */
   async startTls(options: ServerTlsOptions): Promise<ScriptPeer> {
-    const socket = new TLSSocket(toNodeStream(this.#duplex), {
+    const gate = new ReadGate();
+    const socket = new TLSSocket(toNodeStream(this.#duplex, gate), {
       isServer: true,
       cert: options.cert,
       key: options.key,
@@ -94,7 +95,7 @@ export class ScriptPeer {
         : {}),
     });
     socket.on("error", () => {});
-    const tls = new TlsSocketDuplex(socket, this.#duplex.remoteAddress);
+    const tls = new TlsSocketDuplex(socket, this.#duplex.remoteAddress, gate);
     await new Promise<void>((resolve, reject) => {
       socket.once("secure", () => resolve());
       socket.once("error", reject);

@@ -108,7 +108,7 @@ Deno.test("Daemon: backend passwords, Unix sockets and --backend-allow, one pool
     });
     const port = daemon.controlPort;
 
-    const withPassword = { destination_password: BACKEND_PASSWORD };
+    const withPassword = { "destination_password": BACKEND_PASSWORD };
     const failures: [Record<string, unknown>, string][] = [
       [
         { destination_port: tcp.port, destination_password: "wrong-pw" },
@@ -339,9 +339,54 @@ Deno.test({
       });
       assert.equal(refused.reason, "VNC server refused: Wrong password");
       assert.equal(refused.token, undefined);
+      assert.equal(unix.accepted, 1);
       assertNoBackendPassword(gw.daemon.lines);
     } finally {
       await Deno.remove(root, { recursive: true });
     }
+  },
+});
+
+Deno.test({
+  name: "Daemon: SIGHUP rereads --backend-ca, and keeps the old one when the new file is bad",
+  ignore: !hasOpenssl(),
+  async fn() {
+    await using pki = await makeTestPki();
+    await using server = startScriptedVncServer(async (peer) => {
+      await serveVersion(peer);
+      await peer.send([1, 19]);
+      await peer.readU8();
+      await peer.send([0, 2]);
+      await peer.read(2);
+      await peer.send([0, 1, ...encodeU32(260)]);
+      await peer.readU32();
+      await peer.send([1]);
+      const tls = await peer.startTls(pki.server).catch(() => undefined);
+      if (tls === undefined) return;
+      await tls.sendU32(0);
+      await serveServerInit(tls).catch(() => {});
+    });
+    const caFile = `${pki.dir}/backend-ca.pem`;
+    // At first the CA of another PKI: the server's certificate is not trusted.
+    await Deno.writeTextFile(caFile, await Deno.readTextFile(`${pki.dir}/otherca.pem`));
+    await using daemon = await startDaemon({
+      users: { admin: CONTROL_PASSWORD },
+      args: [`--backend-ca=${caFile}`],
+    });
+    const tlsRequest = { destination_port: server.port, destination_tls: true };
+    assert.equal(
+      (await forward(daemon.controlPort, tlsRequest)).reason,
+      "VNC server certificate not trusted",
+    );
+    await Deno.writeTextFile(caFile, pki.caCert);
+    daemon.kill("SIGHUP");
+    await daemon.waitForLine(/Reloaded: /);
+    const ok = await forward(daemon.controlPort, tlsRequest);
+    assert.equal(ok.status, "OK", ok.reason);
+    await viewThrough(ok.source_port);
+    await Deno.writeTextFile(caFile, "not a certificate");
+    daemon.kill("SIGHUP");
+    await daemon.waitForLine(/Keeping the old backend TLS files/);
+    assert.equal((await forward(daemon.controlPort, tlsRequest)).status, "OK");
   },
 });

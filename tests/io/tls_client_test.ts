@@ -5,9 +5,10 @@
  */
 
 import assert from "node:assert/strict";
-import { ConnDuplex } from "../../src/io/duplex.ts";
+import { ConnDuplex, type Duplex } from "../../src/io/duplex.ts";
 import { startTlsClient, TlsHandshakeError } from "../../src/io/tls_client.ts";
 import { hasOpenssl, makeTestPki, type TestPki } from "../_util/tls.ts";
+import { startScriptedVncServer } from "../_util/scripted_vnc_server.ts";
 
 async function writeFile(pki: TestPki, name: string, text: string): Promise<string> {
   const path = `${pki.dir}/${name}`;
@@ -91,3 +92,51 @@ async function startServer(pki: TestPki) {
     },
   };
 }
+
+Deno.test({
+  name: "startTlsClient() stops reading the connection while its reader takes nothing",
+  ignore: !hasOpenssl(),
+  async fn() {
+    await using pki = await makeTestPki();
+    const total = 8 * 1024 * 1024;
+    await using server = startScriptedVncServer(async (peer) => {
+      const tls = await peer.startTls(pki.server);
+      const chunk = new Uint8Array(64 * 1024);
+      for (let sent = 0; sent < total; sent += chunk.length) await tls.send(chunk);
+      await tls.closedByPeer();
+    });
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    const raw = new ConnDuplex(conn);
+    let rawBytes = 0;
+    const counting: Duplex = {
+      read: async (buffer) => {
+        const n = await raw.read(buffer);
+        rawBytes += n ?? 0;
+        return n;
+      },
+      write: (data) => raw.write(data),
+      close: () => raw.close(),
+      remoteAddress: raw.remoteAddress,
+    };
+    const tls = await startTlsClient(counting, {
+      name: "localhost",
+      caCerts: [pki.caCert],
+      signal: AbortSignal.timeout(5000),
+    });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.ok(rawBytes < 512 * 1024, `${rawBytes} bytes read for nobody`);
+      const buffer = new Uint8Array(1024 * 1024);
+      let got = 0;
+      while (got < total) {
+        const n = await tls.read(buffer);
+        assert.notEqual(n, null, `ended after ${got} bytes`);
+        got += n!;
+      }
+      assert.equal(got, total);
+    } finally {
+      tls.close();
+    }
+    await server.idle();
+  },
+});
