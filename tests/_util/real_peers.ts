@@ -1,7 +1,9 @@
 /**
  * Real VNC peers for end-to-end tests, all on 127.0.0.1: TigerVNC's `Xvnc` and QEMU as
- * servers, gtk-vnc's `gvnccapture` as the viewer, plus the small decoders needed to read
- * what they produce (PPM from QEMU's `screendump`, PNG from `gvnccapture`).
+ * servers (QEMU also with `password=on` set over QMP, on `-vnc unix:PATH`, and behind
+ * `tls-creds-x509` or `tls-creds-anon`), gtk-vnc's `gvnccapture` as the viewer, plus the
+ * small decoders needed to read what they produce (PPM from QEMU's `screendump`, PNG from
+ * `gvnccapture`).
  *
  * Every helper owns its processes and temporary files and releases them in
  * `[Symbol.asyncDispose]()`, so tests can `await using` them with the sanitizers on.
