@@ -373,7 +373,7 @@ Deno.test({
       users: { admin: CONTROL_PASSWORD },
       args: [`--backend-ca=${caFile}`],
     });
-    const tlsRequest = { destination_port: server.port, destination_tls: true };
+    const tlsRequest = { "destination_port": server.port, "destination_tls": true };
     assert.equal(
       (await forward(daemon.controlPort, tlsRequest)).reason,
       "VNC server certificate not trusted",
