@@ -131,6 +131,18 @@ window.__waitFor = (type, timeoutMs) => new Promise((resolve, reject) => {
   check();
 });
 
+// The whole canvas as RGB bytes, base64 (a plain array would be 4 numbers per byte of JSON).
+window.__image = () => {
+  const canvas = document.querySelector("#screen canvas");
+  if (!canvas) return null;
+  const rgba = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let binary = "";
+  for (let i = 0; i < rgba.length; i += 4) {
+    binary += String.fromCharCode(rgba[i], rgba[i + 1], rgba[i + 2]);
+  }
+  return { width: canvas.width, height: canvas.height, rgb: btoa(binary) };
+};
+
 window.__pixel = (x, y) => {
   const canvas = document.querySelector("#screen canvas");
   if (!canvas || x >= canvas.width || y >= canvas.height) return null;
@@ -164,6 +176,8 @@ export interface NoVncSession {
   waitForDisconnect(): Promise<{ clean: boolean }>;
   /** The canvas pixel at (x, y); rejects if the canvas is smaller. */
   pixel(x: number, y: number): Promise<[number, number, number]>;
+  /** The whole canvas (noVNC's framebuffer, unscaled) as RGB; rejects without a canvas. */
+  image(): Promise<{ width: number; height: number; data: Uint8Array }>;
   /** Polls {@linkcode NoVncSession.pixel} until it equals `rgb`; rejects on timeout. */
   waitForPixel(
     x: number,
@@ -333,6 +347,15 @@ function createSession(
       return { clean: event.clean === true };
     },
     pixel,
+    async image() {
+      const image = await page.evaluate(() => Reflect.get(globalThis, "__image")()) as
+        | { width: number; height: number; rgb: string }
+        | null;
+      if (image === null) throw new RangeError("noVNC has no canvas yet");
+      const binary = atob(image.rgb);
+      const data = Uint8Array.from(binary, (c) => c.charCodeAt(0));
+      return { width: image.width, height: image.height, data };
+    },
     async waitForPixel(x, y, rgb) {
       const deadline = Date.now() + timeoutMs;
       let last: [number, number, number] | undefined;

@@ -24,6 +24,8 @@ export interface DaemonProcess extends AsyncDisposable {
   readonly controlPort: number;
   /** Every stderr line so far. */
   readonly lines: string[];
+  /** Every stdout line so far (the daemon logs to stderr; this should stay empty). */
+  readonly stdoutLines: string[];
   /** The child process. */
   readonly child: Deno.ChildProcess;
   /** Waits for a log line matching `pattern`. */
@@ -149,7 +151,10 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
       }
     }
   })();
-  const stdoutDone = child.stdout.cancel();
+  const stdoutLines: string[] = [];
+  const stdoutDone = (async () => {
+    for await (const line of readLines(child.stdout)) stdoutLines.push(line);
+  })();
   const status = child.status;
 
   function waitForLine(pattern: RegExp, timeoutMs = 10_000): Promise<string> {
@@ -198,6 +203,7 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
   return {
     controlPort,
     lines,
+    stdoutLines,
     child,
     waitForLine,
     status,

@@ -1,7 +1,9 @@
 /**
  * Real VNC peers for end-to-end tests, all on 127.0.0.1: TigerVNC's `Xvnc` and QEMU as
- * servers, gtk-vnc's `gvnccapture` as the viewer, plus the small decoders needed to read
- * what they produce (PPM from QEMU's `screendump`, PNG from `gvnccapture`).
+ * servers (QEMU also with `password=on` set over QMP, on `-vnc unix:PATH`, and behind
+ * `tls-creds-x509` or `tls-creds-anon`), gtk-vnc's `gvnccapture` as the viewer, plus the
+ * small decoders needed to read what they produce (PPM from QEMU's `screendump`, PNG from
+ * `gvnccapture`).
  *
  * Every helper owns its processes and temporary files and releases them in
  * `[Symbol.asyncDispose]()`, so tests can `await using` them with the sanitizers on.
@@ -296,6 +298,8 @@ export function encodeVncPasswordFile(password: string): Uint8Array {
 export interface WaitForRfbBannerOptions {
   /** @default "127.0.0.1" */
   hostname?: string;
+  /** Connect to this Unix socket instead (`port` and `hostname` are then ignored). */
+  unixPath?: string;
   /** @default 10000 */
   timeoutMs?: number;
 }
@@ -311,10 +315,14 @@ export async function waitForRfbBanner(
   const hostname = options.hostname ?? LOOPBACK;
   const timeoutMs = options.timeoutMs ?? 10_000;
   const deadline = Date.now() + timeoutMs;
+  const { unixPath } = options;
+  const connect = unixPath === undefined
+    ? () => Deno.connect({ hostname, port })
+    : () => Deno.connect({ transport: "unix", path: unixPath });
   let lastError = "no attempt";
   while (Date.now() < deadline) {
     try {
-      const banner = await readBanner(hostname, port, deadline);
+      const banner = await readBanner(connect, deadline);
       if (RFB_BANNER.test(banner)) return banner.trimEnd();
       lastError = `unexpected banner ${JSON.stringify(banner)}`;
     } catch (error) {
@@ -322,13 +330,12 @@ export async function waitForRfbBanner(
     }
     await delay(50);
   }
-  throw new Error(
-    `No RFB banner from "${hostname}:${port}" within ${timeoutMs} ms: ${lastError}`,
-  );
+  const where = unixPath === undefined ? `${hostname}:${port}` : `unix:${unixPath}`;
+  throw new Error(`No RFB banner from "${where}" within ${timeoutMs} ms: ${lastError}`);
 }
 
-async function readBanner(hostname: string, port: number, deadline: number): Promise<string> {
-  const conn = await Deno.connect({ hostname, port });
+async function readBanner(connect: () => Promise<Deno.Conn>, deadline: number): Promise<string> {
+  const conn = await connect();
   // Closing the connection makes a pending read settle, so the deadline leaks no op.
   const timer = setTimeout(() => conn.close(), Math.max(0, deadline - Date.now()));
   const banner = new Uint8Array(12);
@@ -625,10 +632,35 @@ class XvncProcess implements XvncServer {
 // QEMU
 // ---------------------------------------------------------------------------------------
 
+/** QEMU's x509 credentials (`-object tls-creds-x509`): files copied into its `dir=`. */
+export interface QemuX509Options {
+  readonly kind: "x509";
+  /** Becomes `ca-cert.pem`: the CA the server cert chains to and client certs must. */
+  readonly caCertFile: string;
+  /** Becomes `server-cert.pem`. */
+  readonly certFile: string;
+  /** Becomes `server-key.pem`. */
+  readonly keyFile: string;
+  /** `verify-peer=on`: a client must show a certificate signed by the CA. @default false */
+  readonly verifyPeer?: boolean;
+}
+
 /** Options for {@linkcode startQemu}. */
 export interface StartQemuOptions {
   /** Bound on start-up and on each QMP command. @default 10000 */
   timeoutMs?: number;
+  /**
+   * `password=on`, with this password set over QMP `set_password` once QEMU runs
+   * (VNC Authentication; QEMU uses the first 8 characters).
+   */
+  password?: string;
+  /** `-vnc unix:PATH` instead of a TCP display on 127.0.0.1. */
+  unixPath?: string;
+  /**
+   * `tls-creds=`: x509 (VeNCrypt X509None, or X509Vnc with `password`) or `anon`
+   * (`tls-creds-anon`: TLSNone, or TLSVnc with `password`).
+   */
+  tls?: QemuX509Options | { readonly kind: "anon" };
 }
 
 /** Options for {@linkcode QemuServer.waitForStableScreen}. */
@@ -641,10 +673,14 @@ export interface WaitForStableScreenOptions {
 
 /** A running QEMU (no disk: SeaBIOS ends at "No bootable device"), stopped on dispose. */
 export interface QemuServer extends AsyncDisposable {
-  /** VNC port on 127.0.0.1 (security type None). */
+  /** VNC port on 127.0.0.1; 0 with {@linkcode StartQemuOptions.unixPath}. */
   readonly port: number;
+  /** The `-vnc` argument QEMU was started with (for messages and docs). */
+  readonly vncArgument: string;
   /** QEMU's own view of its screen, through QMP `screendump`. */
   screendump(): Promise<Image>;
+  /** QMP `set_password` for VNC (what libvirt and Ganeti do per VM). */
+  setPassword(password: string): Promise<void>;
   /**
    * Waits until the boot output has settled, then pauses the guest (QMP `stop`) so the
    * screen is frozen, and returns it. Pausing matters: QEMU blinks the VGA text cursor on
@@ -657,7 +693,8 @@ export interface QemuServer extends AsyncDisposable {
 
 /**
  * Starts `qemu-system-x86_64` (TCG, 32 MiB, VGA, no disk) with its VNC server on a free
- * display of 127.0.0.1 and QMP on its stdin/stdout.
+ * display of 127.0.0.1 (or a Unix socket) and QMP on its stdin/stdout; with `password`,
+ * `tls` as asked.
  */
 export async function startQemu(options: StartQemuOptions = {}): Promise<QemuServer> {
   requireCommand("qemu-system-x86_64", "qemu-system-x86");
@@ -666,8 +703,16 @@ export async function startQemu(options: StartQemuOptions = {}): Promise<QemuSer
   // QEMU takes the first free display of the range (`to=`); QMP `query-vnc` tells which.
   // A random start keeps parallel test processes from probing the same ports.
   const first = 100 + Math.floor(Math.random() * 5_000);
+  const vncOptions = [
+    options.unixPath === undefined
+      ? `${LOOPBACK}:${first},to=${first + 200}`
+      : `unix:${options.unixPath}`,
+    ...(options.password === undefined ? [] : ["password=on"]),
+    ...(options.tls === undefined ? [] : ["tls-creds=tls0"]),
+  ];
   let child: Deno.ChildProcess;
   try {
+    const objectArgs = await tlsObjectArgs(options.tls, dir);
     child = new Deno.Command("qemu-system-x86_64", {
       args: [
         "-nodefaults",
@@ -679,8 +724,9 @@ export async function startQemu(options: StartQemuOptions = {}): Promise<QemuSer
         "std",
         "-display",
         "none",
+        ...objectArgs,
         "-vnc",
-        `${LOOPBACK}:${first},to=${first + 200}`,
+        vncOptions.join(","),
         "-qmp",
         "stdio",
         "-name",
@@ -694,7 +740,7 @@ export async function startQemu(options: StartQemuOptions = {}): Promise<QemuSer
     await Deno.remove(dir, { recursive: true });
     throw error;
   }
-  const server = new QemuProcess(child, dir, timeoutMs);
+  const server = new QemuProcess(child, dir, timeoutMs, vncOptions.join(","), options);
   try {
     await server.start();
   } catch (error) {
@@ -704,6 +750,22 @@ export async function startQemu(options: StartQemuOptions = {}): Promise<QemuSer
     });
   }
   return server;
+}
+
+/** The `-object tls-creds-*` arguments; x509 files are copied under `dir` as QEMU names them. */
+async function tlsObjectArgs(tls: StartQemuOptions["tls"], dir: string): Promise<string[]> {
+  if (tls === undefined) return [];
+  if (tls.kind === "anon") return ["-object", "tls-creds-anon,id=tls0,endpoint=server"];
+  const credsDir = `${dir}/x509`;
+  await Deno.mkdir(credsDir, { mode: 0o700 });
+  await Deno.copyFile(tls.caCertFile, `${credsDir}/ca-cert.pem`);
+  await Deno.copyFile(tls.certFile, `${credsDir}/server-cert.pem`);
+  await Deno.copyFile(tls.keyFile, `${credsDir}/server-key.pem`);
+  const verify = tls.verifyPeer ? "on" : "off";
+  return [
+    "-object",
+    `tls-creds-x509,id=tls0,dir=${credsDir},endpoint=server,verify-peer=${verify}`,
+  ];
 }
 
 class QemuProcess implements QemuServer {
@@ -719,11 +781,21 @@ class QemuProcess implements QemuServer {
   #queue: Promise<unknown> = Promise.resolve();
   #dumps = 0;
   #closed?: Promise<void>;
+  readonly vncArgument: string;
+  readonly #options: StartQemuOptions;
 
-  constructor(child: Deno.ChildProcess, dir: string, timeoutMs: number) {
+  constructor(
+    child: Deno.ChildProcess,
+    dir: string,
+    timeoutMs: number,
+    vncArgument: string,
+    options: StartQemuOptions,
+  ) {
     this.#child = child;
     this.#dir = dir;
     this.#timeoutMs = timeoutMs;
+    this.vncArgument = vncArgument;
+    this.#options = options;
     this.#stderrDrained = drainInto(child.stderr, this.#stderr);
     this.#writer = child.stdin.getWriter();
     this.#reader = child.stdout.getReader();
@@ -739,7 +811,14 @@ class QemuProcess implements QemuServer {
       throw new Error(`Unexpected QMP greeting ${JSON.stringify(greeting)}`);
     }
     await this.#execute("qmp_capabilities");
+    if (this.#options.password !== undefined) await this.setPassword(this.#options.password);
     const vnc = await this.#execute("query-vnc") as { enabled?: boolean; service?: string };
+    const { unixPath } = this.#options;
+    if (unixPath !== undefined) {
+      if (!vnc.enabled) throw new Error(`QEMU reports no VNC server: ${JSON.stringify(vnc)}`);
+      await waitForRfbBanner(0, { unixPath, timeoutMs: this.#timeoutMs });
+      return;
+    }
     const port = Number(vnc.service);
     if (!vnc.enabled || !Number.isInteger(port) || port < 1) {
       throw new Error(`QEMU reports no VNC server: ${JSON.stringify(vnc)}`);
@@ -750,6 +829,10 @@ class QemuProcess implements QemuServer {
 
   log(): string {
     return this.#stderr.text();
+  }
+
+  async setPassword(password: string): Promise<void> {
+    await this.#execute("set_password", { protocol: "vnc", password });
   }
 
   async screendump(): Promise<Image> {

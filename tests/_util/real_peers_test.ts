@@ -13,6 +13,7 @@ import {
   startXvnc,
   waitForRfbBanner,
 } from "./real_peers.ts";
+import { hasOpenssl, makeTestCertificateAuthority } from "./tls.ts";
 
 const hasXvnc = hasCommand("Xvnc") && hasCommand("xsetroot");
 const hasViewer = hasCommand("gvnccapture");
@@ -144,6 +145,150 @@ Deno.test({
     assert.deepEqual(countDifferentPixels(capture, screen), 0);
   },
 });
+
+Deno.test({
+  name: "QEMU with password=on and set_password: gvnccapture with it sees the screendump, " +
+    "a wrong one is refused (needs qemu-system-x86_64, gvnccapture, script)",
+  ignore: !hasQemu || !hasViewer || !hasCommand("script"),
+  async fn() {
+    await using qemu = await startQemu({ password: "qemu-pw1", timeoutMs: 20_000 });
+    assert.match(qemu.vncArgument, /,password=on$/);
+    const screen = await qemu.waitForStableScreen({ timeoutMs: 30_000 });
+    assert.deepEqual(await securityTypes(qemu.port), [2]);
+    let capture = await captureVnc({ host: "127.0.0.1", port: qemu.port, password: "qemu-pw1" });
+    for (let retry = 0; retry < 3 && capture.width !== screen.width; retry++) {
+      capture = await captureVnc({ host: "127.0.0.1", port: qemu.port, password: "qemu-pw1" });
+    }
+    assert.deepEqual([capture.width, capture.height], [screen.width, screen.height]);
+    assert.equal(countDifferentPixels(capture, screen), 0);
+    await qemu.setPassword("qemu-pw2");
+    await assert.rejects(
+      () => captureVnc({ host: "127.0.0.1", port: qemu.port, password: "qemu-pw1" }),
+      /Viewer gvnccapture failed/,
+    );
+  },
+});
+
+Deno.test({
+  name: "QEMU on -vnc unix:PATH greets on that socket (needs qemu-system-x86_64)",
+  ignore: !hasQemu,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "real_peers_unix_" });
+    try {
+      const unixPath = `${dir}/vnc.sock`;
+      await using qemu = await startQemu({ unixPath, password: "unix-pw1", timeoutMs: 20_000 });
+      assert.equal(qemu.port, 0);
+      assert.equal(qemu.vncArgument, `unix:${unixPath},password=on`);
+      assert.equal(await waitForRfbBanner(0, { unixPath }), "RFB 003.008");
+      assert.deepEqual(await securityTypes({ unixPath }), [2]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "QEMU with tls-creds offers VeNCrypt 0.2 with X509None, X509Vnc with a password, " +
+    "TLSNone / TLSVnc with tls-creds-anon (needs qemu-system-x86_64, openssl)",
+  ignore: !hasQemu || !hasOpenssl(),
+  async fn() {
+    await using ca = await makeTestCertificateAuthority();
+    const server = await ca.issue({ purpose: "server" });
+    const x509 = { kind: "x509" as const, caCertFile: ca.certFile, ...server };
+    const cases = [
+      { tls: x509, password: undefined, subTypes: [260] },
+      { tls: { ...x509, verifyPeer: true }, password: "tls-pw12", subTypes: [261] },
+      { tls: { kind: "anon" as const }, password: undefined, subTypes: [257] },
+      { tls: { kind: "anon" as const }, password: "anon-pw1", subTypes: [258] },
+    ];
+    for (const { tls, password, subTypes } of cases) {
+      await using qemu = await startQemu({ tls, password, timeoutMs: 20_000 });
+      assert.match(qemu.vncArgument, /tls-creds=tls0$/);
+      assert.deepEqual(await securityTypes(qemu.port), [19]);
+      assert.deepEqual(await vencryptSubTypes(qemu.port), subTypes, qemu.vncArgument);
+      if (subTypes[0] === 260) {
+        assert.equal(await x509NoneResult(qemu.port, ca.cert), 0, "TLS with the test CA");
+      }
+    }
+  },
+});
+
+/** Runs VeNCrypt X509None to the end with Deno's TLS trusting `caCert`: SecurityResult. */
+async function x509NoneResult(port: number, caCert: string): Promise<number> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  let tls: Deno.TlsConn | undefined;
+  try {
+    const reader = exactReader(conn);
+    await reader(12);
+    await conn.write(new TextEncoder().encode("RFB 003.008\n"));
+    await reader((await reader(1))[0]);
+    await conn.write(Uint8Array.of(19));
+    await reader(2);
+    await conn.write(Uint8Array.of(0, 2));
+    await reader(1);
+    await reader((await reader(1))[0] * 4);
+    await conn.write(Uint8Array.of(0, 0, 1, 4)); // 260, X509None
+    assert.deepEqual([...await reader(1)], [1], "sub-type accepted");
+    tls = await Deno.startTls(conn, { hostname: "127.0.0.1", caCerts: [caCert] });
+    const result = await exactReader(tls)(4);
+    return new DataView(result.buffer).getUint32(0);
+  } finally {
+    (tls ?? conn).close();
+  }
+}
+
+/** Connects as an RFB 3.8 viewer and returns the security types offered, then hangs up. */
+async function securityTypes(where: number | { unixPath: string }): Promise<number[]> {
+  using conn = await connectTo(where);
+  const reader = exactReader(conn);
+  assert.equal(new TextDecoder().decode(await reader(12)), "RFB 003.008\n");
+  await conn.write(new TextEncoder().encode("RFB 003.008\n"));
+  const [count] = await reader(1);
+  return [...await reader(count)];
+}
+
+/** Picks VeNCrypt (19), agrees on version 0.2 and returns the sub-types offered. */
+async function vencryptSubTypes(port: number): Promise<number[]> {
+  using conn = await connectTo(port);
+  const reader = exactReader(conn);
+  await reader(12);
+  await conn.write(new TextEncoder().encode("RFB 003.008\n"));
+  const [count] = await reader(1);
+  await reader(count);
+  await conn.write(Uint8Array.of(19));
+  assert.deepEqual([...await reader(2)], [0, 2], "VeNCrypt version");
+  await conn.write(Uint8Array.of(0, 2));
+  assert.deepEqual([...await reader(1)], [0], "version accepted");
+  const [subCount] = await reader(1);
+  const bytes = await reader(subCount * 4);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return Array.from({ length: subCount }, (_, i) => view.getUint32(i * 4));
+}
+
+function connectTo(where: number | { unixPath: string }): Promise<Deno.Conn> {
+  return typeof where === "number"
+    ? Deno.connect({ hostname: "127.0.0.1", port: where })
+    : Deno.connect({ transport: "unix", path: where.unixPath });
+}
+
+/** Exact reads with a 10 s bound (closing the connection ends a stuck read). */
+function exactReader(conn: Deno.Conn): (n: number) => Promise<Uint8Array> {
+  return async (n) => {
+    const out = new Uint8Array(n);
+    const timer = setTimeout(() => conn.close(), 10_000);
+    try {
+      let filled = 0;
+      while (filled < n) {
+        const got = await conn.read(out.subarray(filled));
+        if (got === null) throw new Error(`Connection closed after ${filled} of ${n} bytes`);
+        filled += got;
+      }
+      return out;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+}
 
 function assertUniform(image: Image, expected: [number, number, number]): void {
   const different = countDifferentPixels(image, solid(image, expected));

@@ -49,6 +49,97 @@ export function hasOpenssl(): boolean {
   }
 }
 
+/** A certificate authority made with openssl; disposing removes its files and those it issued. */
+export interface TestCertificateAuthority extends AsyncDisposable {
+  /** The CA's own certificate (PEM), what a verifier is given. */
+  readonly certFile: string;
+  readonly cert: string;
+  /**
+   * Issues a leaf certificate signed by this CA: `purpose` sets the extended key usage
+   * (`serverAuth` or `clientAuth`, as QEMU's sanity checks want), `names` the SAN
+   * (`DNS:localhost`, `IP:127.0.0.1`; the first DNS name is also the CN).
+   */
+  issue(options: IssueOptions): Promise<IssuedCertificate>;
+}
+
+/** Options of {@linkcode TestCertificateAuthority.issue}. */
+export interface IssueOptions {
+  readonly purpose: "server" | "client";
+  /** SAN entries. @default ["DNS:localhost", "IP:127.0.0.1"] */
+  readonly names?: readonly string[];
+}
+
+/** A leaf certificate and its key, in the CA's directory. */
+export interface IssuedCertificate {
+  readonly certFile: string;
+  readonly keyFile: string;
+}
+
+async function openssl(args: readonly string[]): Promise<void> {
+  const { success, stderr } = await new Deno.Command("openssl", {
+    args: [...args],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!success) throw new Error(`openssl ${args[0]} failed: ${new TextDecoder().decode(stderr)}`);
+}
+
+/**
+ * Makes a fresh CA (RSA 2048, v3, `CA:TRUE`, `keyCertSign`) named `name`. Its leaves
+ * carry the extensions QEMU's `tls-creds-x509` checks when it loads them (basic
+ * constraints, key usage, key purpose) and rustls checks when it verifies (SAN).
+ */
+export async function makeTestCertificateAuthority(
+  name = "vncauthproxy test CA",
+): Promise<TestCertificateAuthority> {
+  const dir = await Deno.makeTempDir({ prefix: "vap-ca-" });
+  const certFile = `${dir}/ca-cert.pem`;
+  const keyFile = `${dir}/ca-key.pem`;
+  let serial = 0;
+  try {
+    await openssl([
+      ...["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"],
+      ...["-keyout", keyFile, "-out", certFile, "-subj", `/CN=${name}`],
+      ...["-addext", "basicConstraints=critical,CA:TRUE"],
+      ...["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+    ]);
+  } catch (error) {
+    await Deno.remove(dir, { recursive: true });
+    throw error;
+  }
+  return {
+    certFile,
+    cert: await Deno.readTextFile(certFile),
+    async issue(options: IssueOptions): Promise<IssuedCertificate> {
+      const names = options.names ?? ["DNS:localhost", "IP:127.0.0.1"];
+      const cn = names.find((n) => n.startsWith("DNS:"))?.slice(4) ?? options.purpose;
+      const base = `${dir}/${options.purpose}-${++serial}`;
+      const extFile = `${base}.ext`;
+      await Deno.writeTextFile(
+        extFile,
+        [
+          "basicConstraints=critical,CA:FALSE",
+          "keyUsage=critical,digitalSignature,keyEncipherment",
+          `extendedKeyUsage=${options.purpose === "server" ? "serverAuth" : "clientAuth"}`,
+          ...(names.length > 0 ? [`subjectAltName=${names.join(",")}`] : []),
+          "",
+        ].join("\n"),
+      );
+      await openssl([
+        ...["req", "-new", "-newkey", "rsa:2048", "-nodes"],
+        ...["-keyout", `${base}-key.pem`, "-out", `${base}.csr`, "-subj", `/CN=${cn}`],
+      ]);
+      await openssl([
+        ...["x509", "-req", "-in", `${base}.csr`, "-CA", certFile, "-CAkey", keyFile],
+        ...["-set_serial", String(1000 + serial), "-days", "1", "-extfile", extFile],
+        ...["-out", `${base}-cert.pem`],
+      ]);
+      return { certFile: `${base}-cert.pem`, keyFile: `${base}-key.pem` };
+    },
+    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
 /** A throw-away PKI: a CA, a server and a client certificate from it, and a server certificate from another CA. */
 export interface TestPki extends AsyncDisposable {
   readonly dir: string;
@@ -66,15 +157,6 @@ export interface TestPki extends AsyncDisposable {
   };
   /** Server certificate for the same names, signed by another CA. */
   readonly otherServer: { readonly cert: string; readonly key: string };
-}
-
-async function openssl(args: string[]): Promise<void> {
-  const { success, stderr } = await new Deno.Command("openssl", {
-    args,
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (!success) throw new Error(`openssl failed: ${new TextDecoder().decode(stderr)}`);
 }
 
 /** Makes a fresh {@linkcode TestPki} with openssl; disposing removes it. */
