@@ -24,11 +24,33 @@ export interface Run {
   readonly stderr: string;
 }
 
-/** Runs a command to completion from `/`, with a small clean environment. */
+/** How long {@linkcode run} waits for another dpkg or apt to release dpkg's lock. */
+const DPKG_LOCK_WAIT_MS = 120_000;
+
+/**
+ * Runs a command to completion from `/`, with a small clean environment.
+ * `dpkg` is run again while another dpkg or apt of the machine holds its
+ * lock (for up to two minutes), as apt itself waits for it.
+ */
 export async function run(
   command: string,
   args: readonly string[],
   env: Record<string, string> = {},
+): Promise<Run> {
+  const deadline = Date.now() + DPKG_LOCK_WAIT_MS;
+  while (true) {
+    const result = await runOnce(command, args, env);
+    const locked = command === "dpkg" && result.code === 2 &&
+      /locked by another process/.test(result.stderr);
+    if (!locked || Date.now() > deadline) return result;
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+  }
+}
+
+async function runOnce(
+  command: string,
+  args: readonly string[],
+  env: Record<string, string>,
 ): Promise<Run> {
   const out = await new Deno.Command(command, {
     args: [...args],
