@@ -4,11 +4,11 @@
  * the program and packs it with the Deno runtime of the pinned version.
  * The test checks the package (contents, control fields, lintian with only
  * the runtime's overrides), installs it, and then uses it as an operator and
- * systemd would on a host without Deno: every `deno` of this machine is
- * hidden (bind-mounted over with /dev/null in a private mount namespace),
- * the daemon runs through the unit's own `ExecStart` line, as its `User`,
- * with `env -i`, the unit's environment, a `PATH` without Deno, an empty
- * `HOME` and no `DENO_DIR`. It serves a real forwarding, requested with
+ * systemd would on a host without Deno: each `deno` the test can find (on
+ * its PATH, and its own) is hidden, bind-mounted over with /dev/null in a
+ * private mount namespace, and the daemon runs through the unit's own
+ * `ExecStart` line, as its `User`, with `env -i`, the unit's environment, a
+ * `PATH` without Deno, an empty `HOME` and no `DENO_DIR`. It serves a real forwarding, requested with
  * `vncauthproxy-client`, to a real Xvnc for a real viewer (gvnccapture),
  * after `vncauthproxy passwd add` made the control user with no network at
  * all. Nothing may be written to either `HOME` or the state directory. Then
@@ -92,9 +92,10 @@ interface Hidden {
 }
 
 /**
- * The `unshare` arguments that run `command` with every `deno` of this
- * machine bind-mounted over with /dev/null (in a private mount namespace:
- * the rest of the machine keeps its deno), with exactly `hidden.env`.
+ * The `unshare` arguments that run `command` with each of
+ * {@linkcode hostDenos} bind-mounted over with /dev/null (in a private mount
+ * namespace: the rest of the machine keeps its deno), with exactly
+ * `hidden.env`.
  */
 function withoutDeno(command: readonly string[], hidden: Hidden): string[] {
   const hide = hostDenos().map((path) => `mount --bind /dev/null ${shellQuote(path)}`);
