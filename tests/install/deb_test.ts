@@ -1,8 +1,10 @@
 /**
- * The Debian package: built by install/build-deb.sh around a stand-in
- * executable (a script running main.ts with deno, since the compiled binary
- * cannot be built here), checked with dpkg-deb and lintian, installed,
- * used as the service user would use it, removed and purged.
+ * The Debian package of the compiled kind: built by install/build-deb.sh
+ * around a stand-in executable (a script running main.ts with deno, since
+ * the compiled binary cannot be built here), checked with dpkg-deb and
+ * lintian, installed, used as the service user would use it, removed and
+ * purged. deb_runtime_test.ts proves the runtime kind, which runs without
+ * any Deno of the host; the two take turns (lockPackageTests).
  *
  * Installing needs root, dpkg and lintian: on a machine without them the
  * test is ignored and its name says why. It changes the system (package,
@@ -11,71 +13,28 @@
 
 import assert from "node:assert/strict";
 import { readExact } from "../../src/io/byte_reader.ts";
+import { DAEMON_PERMISSIONS, randomPool, requestForwardingRaw } from "../_util/daemon_process.ts";
 import {
-  DAEMON_PERMISSIONS,
-  randomPool,
-  readLines,
-  requestForwardingRaw,
-} from "../_util/daemon_process.ts";
+  assertPurgeRemovesAll,
+  assertRemoveKeepsData,
+  collectLines,
+  lockPackageTests,
+  LOGS,
+  PACKAGE,
+  run,
+  runOk,
+  STATE,
+  USER,
+  which,
+} from "../_util/deb.ts";
 import { startFakeVncServer } from "../_util/fake_vnc_server.ts";
 import { connectViewer, readServerInit } from "../_util/test_viewer.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const MAN_PAGE = `${ROOT}install/vncauthproxy.8`;
-const PACKAGE = "vncauthproxy";
 const VERSION = "0.0.0~test-1";
-const USER = "vncauthproxy";
-const STATE = "/var/lib/vncauthproxy";
-const LOGS = "/var/log/vncauthproxy";
 const CONTROL_PASSWORD = "c0ntrol-Secret!";
 const VNC_PASSWORD = "0neTime8";
-
-interface Run {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs a command to completion from `/`, with a small clean environment. */
-async function run(
-  command: string,
-  args: readonly string[],
-  env: Record<string, string> = {},
-): Promise<Run> {
-  const out = await new Deno.Command(command, {
-    args: [...args],
-    cwd: "/",
-    clearEnv: true,
-    env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C", NO_COLOR: "1", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
-}
-
-async function runOk(
-  command: string,
-  args: readonly string[],
-  env?: Record<string, string>,
-): Promise<string> {
-  const result = await run(command, args, env);
-  assert.equal(
-    result.code,
-    0,
-    `${command} ${args.join(" ")} exited ${result.code}:\n${result.stdout}${result.stderr}`,
-  );
-  return result.stdout;
-}
-
-function which(command: string): boolean {
-  return new Deno.Command("sh", { args: ["-c", `command -v ${command}`], stdout: "null" })
-    .outputSync().success;
-}
 
 /** Why the install test cannot run here, or undefined when it can. */
 function missingPrerequisite(): string | undefined {
@@ -135,6 +94,7 @@ Deno.test({
     : `IGNORED (${missing}): the .deb builds, passes lintian, installs, serves and purges`,
   ignore: missing !== undefined,
   async fn(t) {
+    using _turn = await lockPackageTests();
     const work = await Deno.makeTempDir({ prefix: "vap-deb-" });
     await Deno.chmod(work, 0o755);
     // Deno's cache, per user: the installed stand-in runs deno as root and
@@ -340,24 +300,12 @@ Deno.test({
         assert.equal(result.stderr.trim(), "", "no warnings");
       });
 
-      await step("dpkg -r keeps the data and the user", async () => {
-        await runOk("dpkg", ["--remove", PACKAGE]);
-        await assert.rejects(Deno.stat("/usr/bin/vncauthproxy"), Deno.errors.NotFound);
-        assert.match(await Deno.readTextFile(`${STATE}/users`), /^admin:/);
-        assert.ok((await Deno.stat(LOGS)).isDirectory);
-        assert.ok((await Deno.stat("/etc/default/vncauthproxy")).isFile, "conffile kept");
-        assert.equal((await run("getent", ["passwd", USER])).code, 0);
-      });
+      await step("dpkg -r keeps the data and the user", () => assertRemoveKeepsData(/^admin:/));
 
-      await step("dpkg -P removes the data, the conffile, the user and the group", async () => {
-        await runOk("dpkg", ["--purge", PACKAGE]);
-        for (const path of [STATE, LOGS, "/etc/default/vncauthproxy"]) {
-          await assert.rejects(Deno.stat(path), Deno.errors.NotFound, path);
-        }
-        assert.notEqual((await run("getent", ["passwd", USER])).code, 0, "user removed");
-        assert.notEqual((await run("getent", ["group", USER])).code, 0, "group removed");
-        assert.equal((await run("dpkg-query", ["--status", PACKAGE])).code, 1);
-      });
+      await step(
+        "dpkg -P removes the data, the conffile, the user and the group",
+        assertPurgeRemovesAll,
+      );
     } finally {
       if (daemon !== undefined) {
         try {
@@ -371,38 +319,3 @@ Deno.test({
     }
   },
 });
-
-/** Collects a process's stderr lines and waits for patterns in them. */
-function collectLines(stream: ReadableStream<Uint8Array>) {
-  const lines: string[] = [];
-  let wake = () => {};
-  let ended = false;
-  const done = (async () => {
-    for await (const line of readLines(stream)) {
-      lines.push(line);
-      wake();
-    }
-    ended = true;
-    wake();
-  })();
-  return {
-    done,
-    text: () => lines.join("\n"),
-    async waitFor(pattern: RegExp, timeoutMs = 20_000): Promise<string> {
-      const deadline = Date.now() + timeoutMs;
-      while (true) {
-        const found = lines.find((line) => pattern.test(line));
-        if (found !== undefined) return found;
-        if (ended || Date.now() > deadline) {
-          assert.fail(`No line matching ${pattern}:\n${lines.join("\n")}`);
-        }
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-          timer = setTimeout(resolve, 100);
-        });
-        clearTimeout(timer);
-      }
-    },
-  };
-}
