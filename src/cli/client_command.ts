@@ -10,7 +10,7 @@ import { CONSOLE_TYPES, type ConsoleType } from "../config.ts";
 import { UsageError } from "../errors.ts";
 import { type ForwardingReply, requestForwarding } from "../control/snf/control_client.ts";
 import { formatOptionsHelp, type OptionSpec, parseOptions } from "./option_parser.ts";
-import type { CliIo } from "./run_cli.ts";
+import type { CliIo } from "./cli_io.ts";
 
 /** The client's options (snf's, plus `--json` and the gateway's). */
 export const CLIENT_OPTIONS: readonly OptionSpec[] = [

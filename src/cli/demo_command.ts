@@ -39,7 +39,7 @@ import { createLogger } from "../log.ts";
 import type { Session, SessionState } from "../session/session.ts";
 import { startTestCardServer, type TestCardServer } from "../testcard/test_card_server.ts";
 import { formatOptionsHelp, type OptionSpec, parseOptions } from "./option_parser.ts";
-import type { CliIo } from "./run_cli.ts";
+import type { CliIo } from "./cli_io.ts";
 
 /** Debian's noVNC, served when `--web` is not given and it is installed. */
 export const DEBIAN_NOVNC_DIR = "/usr/share/novnc";

@@ -1,5 +1,5 @@
 /**
- * Subcommand dispatch: the daemon (default), `passwd`, `client`, `demo`, and the
+ * Subcommand dispatch: the daemon (default), `passwd`, `client`, `demo`, `status`, and the
  * compatibility entry points of snf's separate tools. Only this module and
  * `main.ts` decide exit codes.
  *
@@ -7,27 +7,12 @@
  */
 
 import { UsageError } from "../errors.ts";
+import { type CliIo, processIo } from "./cli_io.ts";
 import { runClientCommand } from "./client_command.ts";
 import { runDemoCommand } from "./demo_command.ts";
 import { runLegacyPasswdCommand, runPasswdCommand, terminalPasswdIo } from "./passwd_command.ts";
 import { runServeCommand } from "./serve_command.ts";
 import { runStatusCommand } from "./status_command.ts";
-
-/** The CLI's output channels, replaceable in tests. */
-export interface CliIo {
-  /** Writes to standard output. */
-  stdout(text: string): void;
-  /** Writes to standard error. */
-  stderr(text: string): void;
-}
-
-const encoder = new TextEncoder();
-
-/** Standard output and error of the process. */
-export const processIo: CliIo = {
-  stdout: (text) => void Deno.stdout.writeSync(encoder.encode(text)),
-  stderr: (text) => void Deno.stderr.writeSync(encoder.encode(text)),
-};
 
 const COMMANDS = [
   "serve",

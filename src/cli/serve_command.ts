@@ -11,7 +11,7 @@ import { runDaemon, StartupError } from "../daemon.ts";
 import { UsageError } from "../errors.ts";
 import { createLogger, FileSink, type LogSink, stderrSink } from "../log.ts";
 import { formatOptionsHelp, type OptionSpec, parseOptions } from "./option_parser.ts";
-import type { CliIo } from "./run_cli.ts";
+import type { CliIo } from "./cli_io.ts";
 import { AuditLog } from "../observe/audit_log.ts";
 
 const d = DEFAULT_CONFIG;

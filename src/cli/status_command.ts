@@ -12,7 +12,7 @@
 import { UsageError } from "../errors.ts";
 import { readExposition, type Sample } from "../observe/exposition_reader.ts";
 import { formatOptionsHelp, type OptionSpec, parseOptions } from "./option_parser.ts";
-import type { CliIo } from "./run_cli.ts";
+import type { CliIo } from "./cli_io.ts";
 
 /** Where `status` looks when not told: the README's `--metrics-listen`. */
 export const DEFAULT_METRICS_URL = "http://127.0.0.1:24998/metrics";
