@@ -97,6 +97,15 @@ export type ViewerRoute =
     readonly sourcePort: number;
     /** Only viewers from this address or range may connect. */
     readonly clientAddress?: string;
+    /**
+     * The port speaks TLS with this material: raw VNC over TLS for `vnc`,
+     * and `vnc-wss`'s certificate. @default {`deps.tls()` for `vnc-wss`, else plain}
+     */
+    readonly tls?: TlsMaterial;
+    /** The port's WebSocket also speaks the `base64` sub-protocol (noVNC < 1.0). */
+    readonly webSocketBase64?: boolean;
+    /** Takes the pool port from this pool instead of `deps.ports` (vncap's). */
+    readonly ports?: PortPool;
   }
   | { readonly rendezvous: "token"; readonly ttlMs: number; readonly clientAddress?: string }
   | { readonly rendezvous: "password" };
@@ -118,6 +127,8 @@ export interface SessionRequest {
   readonly controlUser?: string;
   /** The forwarding id of log lines (`C3`). */
   readonly id?: string;
+  /** How long the forwarding waits for its viewer. @default {`--connect-timeout`} */
+  readonly waitMs?: number;
   /** Asked-for idle timeout; no larger than `--idle-timeout` (when set). */
   readonly idleTimeoutMs?: number;
   /** Asked-for session time limit; no larger than `--max-session-time` (when set). */
@@ -203,7 +214,9 @@ export async function admit(
   if (route.rendezvous !== "token" && request.viewerPassword === undefined) {
     throw new RefusalError("malformed request: password");
   }
-  const tls = route.rendezvous === "port" && request.kind === "vnc-wss" ? deps.tls() : undefined;
+  const tls = route.rendezvous !== "port"
+    ? undefined
+    : route.tls ?? (request.kind === "vnc-wss" ? deps.tls() : undefined);
   if (route.rendezvous === "port" && request.kind === "vnc-wss" && tls === undefined) {
     throw new RefusalError("TLS is not configured");
   }
@@ -217,8 +230,9 @@ export async function admit(
   let backend: Backend | undefined;
   let rendezvous: Rendezvous | undefined;
   try {
-    lease = route.rendezvous === "port" ? deps.ports.acquire(route.sourcePort) : undefined;
-    if (lease) logger.debug(`Got port ${lease.port} from pool, ${deps.ports.available} remaining`);
+    const ports = (route.rendezvous === "port" ? route.ports : undefined) ?? deps.ports;
+    lease = route.rendezvous === "port" ? ports.acquire(route.sourcePort) : undefined;
+    if (lease) logger.debug(`Got port ${lease.port} from pool, ${ports.available} remaining`);
     using phase = startDeadline(config.serverTimeoutMs, deps.stopping);
     const dialled = performance.now();
     backend = await openBackend(request.backend, {
@@ -233,12 +247,12 @@ export async function admit(
     deps.metrics?.backendHandshake(performance.now() - dialled);
     let port: number | undefined;
     let token: TokenOffer | undefined;
-    let waitMs = config.connectTimeoutMs;
+    let waitMs = request.waitMs ?? config.connectTimeoutMs;
     if (lease !== undefined && route.rendezvous === "port") {
       const opened = await openPortRendezvous({
         kind: request.kind,
         lease,
-        ports: deps.ports,
+        ports,
         requestedPort: route.sourcePort,
         listenAddress: config.proxyListenAddress,
         signal: phase.signal,
@@ -248,6 +262,7 @@ export async function admit(
           handshakeTimeoutMs: config.clientTimeoutMs,
           maxPendingHandshakes: config.maxWsHandshakes,
           ...(deps.origins ? { origins: deps.origins } : {}),
+          ...(route.webSocketBase64 ? { base64: true } : {}),
         },
         ...(tls ? { tls } : {}),
         gate: viewerGate({
