@@ -74,7 +74,7 @@ export class Base64Decoder {
 
   #decodeGroup(): void {
     const g = this.#carry;
-    const a = VALUES[g[0]!]!, b = VALUES[g[1]!]!, c = VALUES[g[2]!]!, d = VALUES[g[3]!]!;
+    const [a, b, c, d] = [VALUES[g[0]!]!, VALUES[g[1]!]!, VALUES[g[2]!]!, VALUES[g[3]!]!];
     if (a < 0 || b < 0 || c === -1 || d === -1 || (c === -2 && d !== -2)) {
       throw new Base64Error("Invalid base64 data");
     }
