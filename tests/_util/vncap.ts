@@ -23,7 +23,7 @@ export interface VncapDaemon extends AsyncDisposable {
  * random vncap pool of `poolSize` ports apart from snf's.
  */
 export async function startVncapDaemon(
-  options: { args?: readonly string[]; listen?: string; poolSize?: number } = {},
+  options: { args?: readonly string[]; listen?: string; poolSize?: number; cwd?: string } = {},
 ): Promise<VncapDaemon> {
   // Above snf's pools (the tests' random ones and the default) and below
   // the ephemeral range.
@@ -37,6 +37,7 @@ export async function startVncapDaemon(
       `--vncap-max-port=${pool.max}`,
       ...(options.args ?? []),
     ],
+    ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
   });
   let vncapPort = 0;
   try {
