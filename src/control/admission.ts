@@ -106,6 +106,11 @@ export type ViewerRoute =
     readonly webSocketBase64?: boolean;
     /** Takes the pool port from this pool instead of `deps.ports` (vncap's). */
     readonly ports?: PortPool;
+    /**
+     * The port, held by the caller for several sessions in turn (vncap's
+     * window): listened on, and its release left to the caller's lease.
+     */
+    readonly heldPort?: number;
   }
   | { readonly rendezvous: "token"; readonly ttlMs: number; readonly clientAddress?: string }
   | { readonly rendezvous: "password" };
@@ -231,7 +236,11 @@ export async function admit(
   let rendezvous: Rendezvous | undefined;
   try {
     const ports = (route.rendezvous === "port" ? route.ports : undefined) ?? deps.ports;
-    lease = route.rendezvous === "port" ? ports.acquire(route.sourcePort) : undefined;
+    lease = route.rendezvous !== "port"
+      ? undefined
+      : route.heldPort !== undefined
+      ? heldLease(route.heldPort)
+      : ports.acquire(route.sourcePort);
     if (lease) logger.debug(`Got port ${lease.port} from pool, ${ports.available} remaining`);
     using phase = startDeadline(config.serverTimeoutMs, deps.stopping);
     const dialled = performance.now();
@@ -325,6 +334,12 @@ export async function admit(
     hold?.[Symbol.dispose]();
     throw error;
   }
+}
+
+/** A lease on a port someone else holds: releasing it does nothing. */
+function heldLease(port: number): PortLease {
+  const release = () => {};
+  return { port, release, [Symbol.dispose]: release };
 }
 
 /**

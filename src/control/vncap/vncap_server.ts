@@ -32,6 +32,7 @@ import {
   sendControlReply,
   startControlSocket,
 } from "../control_socket.ts";
+import { openWindow, type Window } from "./vncap_window.ts";
 import {
   CrlfLineFraming,
   encodeVncapReply,
@@ -128,6 +129,7 @@ export async function handleVncapConnection(
     peer: control.remoteAddress,
   });
   let admitted: Admitted | undefined;
+  let window: Window | undefined;
   let port: number | undefined;
   let received: number | undefined;
   let kind: ConsoleType | undefined;
@@ -193,10 +195,16 @@ export async function handleVncapConnection(
       ...(options.id !== undefined ? { id: options.id } : {}),
       waitMs: request.timeoutMs,
     };
-    admitted = await admit(sessionRequest, logger, deps);
+    if (config.vncapWindow) {
+      window = await openWindow(sessionRequest, logger, deps);
+      admitted = window.first;
+    } else {
+      admitted = await admit(sessionRequest, logger, deps);
+    }
     port = admitted.port;
     logger.info(
-      `New forwarding: ${admitted.description} (client req'd: ${request.sport}) -> ${backend}`,
+      `New forwarding: ${admitted.description} (client req'd: ${request.sport}) -> ${backend}` +
+        (window ? `, any number of viewers for ${request.timeoutMs / 1000} s` : ""),
       {
         event: "forwarding_set_up",
         protocol: "vncap",
@@ -231,11 +239,12 @@ export async function handleVncapConnection(
   if (!delivered) {
     logger.warn("Control client went away before the reply, dropping the forwarding");
     metrics?.failed("control client went away");
-    await admitted.session.close();
+    await (window ? window.abandon() : admitted.session.close());
     return;
   }
   if (kind !== undefined && received !== undefined) {
     metrics?.setUp(kind, "port", performance.now() - received);
   }
-  deps.sessions.start(admitted.session);
+  if (window) window.start();
+  else deps.sessions.start(admitted.session);
 }

@@ -218,3 +218,43 @@ Deno.test("--vncap-listen off loopback needs --vncap-allow; a Unix socket takes 
   const unix = await runMain(["--vncap-listen=unix:/tmp/x.sock", "--vncap-allow=10.0.0.0/8"]);
   assert.match(unix.stderr, /--vncap-allow is for a TCP --vncap-listen/);
 });
+
+Deno.test("--vncap-window: two viewers on one port, each authenticated on its own VNC server connection", async () => {
+  await using vnc = startFakeVncServer();
+  await using vncap = await startVncapDaemon({ args: ["--vncap-window"] });
+  const { daemon, vncapPort } = vncap;
+  const port = replyPort(
+    await vncapRequest(vncapPort, {
+      daddr: "127.0.0.1",
+      dport: vnc.port,
+      password: PASSWORD,
+      timeout: 3,
+    }),
+  );
+  const first = await connectViewer({ port, password: PASSWORD });
+  assert.equal(first.ok, true);
+  await daemon.waitForLine(/Window on port \d+: viewer 2 may come/);
+  const wrong = await connectViewer({ port, password: "notTheOne" });
+  assert.equal(wrong.ok, false, "every viewer proves the password");
+  wrong.duplex.close();
+  await daemon.waitForLine(/Window on port \d+: viewer 3 may come/);
+  const second = await connectViewer({ port, password: PASSWORD });
+  assert.equal(second.ok, true);
+  // Each viewer got its own VNC server connection (one more waits for the next).
+  assert.ok(vnc.accepted >= 3, `${vnc.accepted} VNC server connections`);
+  first.duplex.close();
+  second.duplex.close();
+  await daemon.waitForLine(/Window on port \d+ closed after 3 viewer\(s\)/, 10_000);
+  // The port is back in the vncap pool once the window is over.
+  replyPort(
+    await vncapRequest(vncapPort, {
+      daddr: "127.0.0.1",
+      dport: vnc.port,
+      password: PASSWORD,
+      sport: port,
+      timeout: 0.2,
+    }),
+  );
+  // Asked for by sport, and got it: the window's port was free again.
+  await daemon.waitForLine(new RegExp(`\\[V2\\] New forwarding: 127\\.0\\.0\\.1:${port} `));
+});
