@@ -131,7 +131,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
     const metrics = new DaemonMetrics({
       poolFree: () => ports.available,
       poolSize,
-      controlConnections: () => control?.connections ?? 0,
+      controlConnections: () => (control?.connections ?? 0) + (vncap?.connections ?? 0),
       cryptQueue: () => crypt.waiting,
       users: () => users.size,
       draining: () => draining,

@@ -132,6 +132,8 @@ export interface SessionRequest {
   readonly controlUser?: string;
   /** The forwarding id of log lines (`C3`). */
   readonly id?: string;
+  /** The control protocol that asked, when not snf's: the audit line says it. */
+  readonly protocol?: "vncap";
   /** How long the forwarding waits for its viewer. @default {`--connect-timeout`} */
   readonly waitMs?: number;
   /** Asked-for idle timeout; no larger than `--idle-timeout` (when set). */
@@ -313,6 +315,7 @@ export async function admit(
             kind: request.kind,
             rendezvous: route.rendezvous,
             backend: backendText,
+            ...(request.protocol !== undefined ? { protocol: request.protocol } : {}),
           },
           { logger, id: `[${request.id ?? "-"}]` },
           deps,

@@ -193,6 +193,7 @@ export async function handleVncapConnection(
       route,
       viewerPassword: request.clientPassword ?? request.password,
       ...(options.id !== undefined ? { id: options.id } : {}),
+      protocol: "vncap" as const,
       waitMs: request.timeoutMs,
     };
     if (config.vncapWindow) {

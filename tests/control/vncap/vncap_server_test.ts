@@ -14,6 +14,7 @@ import { readExact } from "../../../src/io/byte_reader.ts";
 import { ConnDuplex } from "../../../src/io/duplex.ts";
 import { encodeVersion } from "../../../src/rfb/rfb_messages.ts";
 import { runMain } from "../../_util/daemon_process.ts";
+import { metricsPort, scrape } from "../../_util/metrics.ts";
 
 const PASSWORD = "vncapPw1";
 
@@ -257,4 +258,30 @@ Deno.test("--vncap-window: two viewers on one port, each authenticated on its ow
   );
   // Asked for by sport, and got it: the window's port was free again.
   await daemon.waitForLine(new RegExp(`\\[V2\\] New forwarding: 127\\.0\\.0\\.1:${port} `));
+});
+
+Deno.test("vncap forwardings are in the metrics and audit lines like snf's, labelled vncap", async () => {
+  await using vnc = startFakeVncServer();
+  await using vncap = await startVncapDaemon({ args: ["--metrics-listen=127.0.0.1:0"] });
+  const { daemon, vncapPort } = vncap;
+  const metrics = await metricsPort(daemon);
+  const port = replyPort(
+    await vncapRequest(vncapPort, { daddr: "127.0.0.1", dport: vnc.port, password: PASSWORD }),
+  );
+  assert.equal(await vncapRequest(vncapPort, { daddr: "127.0.0.1" }), "FAILED\r\n");
+  const viewer = await connectViewer({ port, password: PASSWORD });
+  viewer.duplex.close();
+  await daemon.waitForLine(
+    /AUDIT session_end user=- protocol=vncap kind=vnc rendezvous=port backend=127\.0\.0\.1:\d+ viewer=127\.0\.0\.1:\d+/,
+  );
+  const sample = await scrape(metrics);
+  assert.equal(sample.value("vncauthproxy_forwardings_requested_total"), 2);
+  assert.equal(
+    sample.value("vncauthproxy_forwardings_set_up_total", { kind: "vnc", rendezvous: "port" }),
+    1,
+  );
+  assert.equal(
+    sample.value("vncauthproxy_forwardings_failed_total", { reason: "malformed_request" }),
+    1,
+  );
 });
