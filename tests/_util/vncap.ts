@@ -10,7 +10,7 @@ import { type DaemonProcess, startDaemon } from "./daemon_process.ts";
 /** A daemon with `--vncap-listen` on loopback. */
 export interface VncapDaemon extends AsyncDisposable {
   readonly daemon: DaemonProcess;
-  /** The vncap control port on 127.0.0.1 (undefined on a Unix socket). */
+  /** The vncap control port (0 on a Unix socket). */
   readonly vncapPort: number;
   /** First port of its vncap pool. */
   readonly poolMin: number;
@@ -42,7 +42,7 @@ export async function startVncapDaemon(
   let vncapPort = 0;
   try {
     const line = await daemon.waitForLine(/Listening for vncap control connections on /);
-    const match = /vncap control connections on 127\.0\.0\.1:(\d+)/.exec(line);
+    const match = /vncap control connections on [^\s,]*?:(\d+)[,\s]/.exec(line);
     if (match) vncapPort = Number(match[1]);
   } catch (error) {
     await daemon[Symbol.asyncDispose]();

@@ -285,3 +285,45 @@ Deno.test("vncap forwardings are in the metrics and audit lines like snf's, labe
     1,
   );
 });
+
+const outside = Deno.networkInterfaces().find((i) =>
+  i.family === "IPv4" && !i.address.startsWith("127.")
+)?.address;
+
+Deno.test({
+  name:
+    "--vncap-allow: a peer outside loopback and the ranges gets no answer (needs a non-loopback IPv4)",
+  ignore: outside === undefined,
+  async fn() {
+    await using vnc = startFakeVncServer();
+    const request = JSON.stringify({ daddr: "127.0.0.1", dport: vnc.port, password: PASSWORD });
+    const ask = async (port: number) => {
+      const conn = await Deno.connect({ hostname: outside!, port });
+      try {
+        await conn.write(new TextEncoder().encode(request + "\r\n"));
+        const buffer = new Uint8Array(64);
+        const n = await conn.read(buffer).catch(() => null);
+        return n === null ? "" : new TextDecoder().decode(buffer.subarray(0, n));
+      } finally {
+        conn.close();
+      }
+    };
+    {
+      await using refused = await startVncapDaemon({
+        listen: "0.0.0.0:0",
+        args: ["--vncap-allow=198.51.100.0/24"],
+      });
+      assert.equal(await ask(refused.vncapPort), "");
+      await refused.daemon.waitForLine(
+        new RegExp(`Refused a vncap control connection from ${outside}:\\d+: not in --vncap-allow`),
+      );
+      // Loopback may always ask.
+      replyPort(await vncapRequest(refused.vncapPort, JSON.parse(request)));
+    }
+    await using allowed = await startVncapDaemon({
+      listen: "0.0.0.0:0",
+      args: [`--vncap-allow=${outside}`],
+    });
+    replyPort(await ask(allowed.vncapPort));
+  },
+});
