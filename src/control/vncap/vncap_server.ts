@@ -23,6 +23,7 @@ import type { TlsMaterial } from "../../io/tls_material.ts";
 import type { Logger } from "../../log.ts";
 import type { PortPool } from "../../session/port_pool.ts";
 import type { SessionRegistry } from "../../session/session_registry.ts";
+import type { RequestRateLimit } from "../request_rate_limit.ts";
 import type { BackendTarget } from "../../rfb/backend_handshake.ts";
 import { describeBackend } from "../../rfb/backend_handshake.ts";
 import { type AdmissionDeps, admit, type Admitted, type ViewerRoute } from "../admission.ts";
@@ -53,6 +54,8 @@ export interface VncapServerDeps extends AdmissionDeps {
   readonly vncapPorts: PortPool;
   /** The certificate of `tls` forwardings (`--vncap-cert`, `keys/vncap.crt`). */
   readonly vncapTls: () => TlsMaterial | undefined;
+  /** `--rate-limit`: requests per source address (vncap has no users). @default {none} */
+  readonly rateLimit?: RequestRateLimit;
 }
 
 /** Loopback may always ask: vncap's own default was `interface=localhost`. */
@@ -161,6 +164,12 @@ export async function handleVncapConnection(
     }
     received = performance.now();
     metrics?.requested();
+    if (!control.remoteAddress.startsWith("unix:")) {
+      // The port is dropped: one host's connections share their limit.
+      deps.rateLimit?.chargeAddress(
+        control.remoteAddress.slice(0, control.remoteAddress.lastIndexOf(":")),
+      );
+    }
     request = parseVncapRequest(text);
     kind = request.ws ? (request.tls ? "vnc-wss" : "vnc-ws") : "vnc";
     const target: BackendTarget = {
