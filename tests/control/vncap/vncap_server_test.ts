@@ -9,7 +9,13 @@
 import assert from "node:assert/strict";
 import { startFakeVncServer } from "../../_util/fake_vnc_server.ts";
 import { connectViewer } from "../../_util/test_viewer.ts";
-import { replyPort, startVncapDaemon, vncapRaw, vncapRequest } from "../../_util/vncap.ts";
+import {
+  replyPort,
+  startVncapDaemon,
+  vncapRaw,
+  vncapRequest,
+  waitForLines,
+} from "../../_util/vncap.ts";
 import { readExact } from "../../../src/io/byte_reader.ts";
 import { ConnDuplex } from "../../../src/io/duplex.ts";
 import { encodeVersion } from "../../../src/rfb/rfb_messages.ts";
@@ -52,37 +58,58 @@ Deno.test("vncap requests get `<port>\\r\\n` or `FAILED\\r\\n` exactly, with a l
     assert.notEqual(other, wished);
   });
 
+  // Each reason once in this daemon's log: waiting for it is waiting for this request's line.
   const failures: [string, (string | Uint8Array)[], RegExp][] = [
     [
       "an overlong line",
       ["{" + " ".repeat(17_000)],
-      /FAILED forwarding: malformed request: line too long/,
+      /FAILED forwarding: malformed request: line too long$/,
     ],
     [
       "no line end before EOF",
       [JSON.stringify(ok)],
-      /FAILED forwarding: malformed request: no \\r\\n line end/,
+      /FAILED forwarding: malformed request: no \\r\\n line end$/,
     ],
-    ["bad JSON", ["{nope\r\n"], /FAILED forwarding: malformed request: invalid JSON/],
-    ["daddr missing", [JSON.stringify({ dport: 1, password: "p" }) + "\r\n"], /daddr missing/],
-    ["dport missing", [JSON.stringify({ daddr: "h", password: "p" }) + "\r\n"], /dport missing/],
-    ["password missing", [JSON.stringify({ daddr: "h", dport: 1 }) + "\r\n"], /password missing/],
-    ["a bad dport", [JSON.stringify({ ...ok, dport: "x" }) + "\r\n"], /malformed request: dport/],
+    ["bad JSON", ["{nope\r\n"], /FAILED forwarding: malformed request: invalid JSON$/],
+    [
+      "daddr missing",
+      [JSON.stringify({ dport: 1, password: "p" }) + "\r\n"],
+      /FAILED forwarding: malformed request: daddr missing$/,
+    ],
+    [
+      "dport missing",
+      [JSON.stringify({ daddr: "h", password: "p" }) + "\r\n"],
+      /FAILED forwarding: malformed request: dport missing$/,
+    ],
+    [
+      "password missing",
+      [JSON.stringify({ daddr: "h", dport: 1 }) + "\r\n"],
+      /FAILED forwarding: malformed request: password missing$/,
+    ],
+    [
+      "a bad dport",
+      [JSON.stringify({ ...ok, dport: "x" }) + "\r\n"],
+      /FAILED forwarding: malformed request: dport$/,
+    ],
     [
       "a bad timeout",
       [JSON.stringify({ ...ok, timeout: "x" }) + "\r\n"],
-      /malformed request: timeout/,
+      /FAILED forwarding: malformed request: timeout$/,
     ],
-    ["a bad client.ip", [JSON.stringify({ ...ok, client: { ip: "x" } }) + "\r\n"], /client\.ip/],
+    [
+      "a bad client.ip",
+      [JSON.stringify({ ...ok, client: { ip: "x" } }) + "\r\n"],
+      /FAILED forwarding: malformed request: client\.ip$/,
+    ],
     [
       "tls with no certificate",
       [JSON.stringify({ ...ok, tls: true }) + "\r\n"],
-      /TLS is not configured/,
+      /FAILED forwarding: TLS is not configured$/,
     ],
     [
       "a VNC server that is down",
       [JSON.stringify({ ...ok, dport: 1 }) + "\r\n"],
-      /FAILED forwarding: /,
+      /FAILED forwarding: cannot connect to VNC server/,
     ],
   ];
   for (const [what, pieces, reason] of failures) {
@@ -93,7 +120,8 @@ Deno.test("vncap requests get `<port>\\r\\n` or `FAILED\\r\\n` exactly, with a l
         : vncapRaw(vncapPort, pieces);
       assert.equal(await writer, "FAILED\r\n");
       await daemon.waitForLine(reason);
-      assert.ok(daemon.lines.slice(before).some((line) => reason.test(line)));
+      assert.equal(daemon.lines.filter((line) => reason.test(line)).length, 1);
+      assert.ok(daemon.lines.length > before);
     });
   }
 
@@ -127,7 +155,7 @@ Deno.test("CVE-2022-36436: no vncap forwarding offers or accepts security None",
   await using vnc = startFakeVncServer();
   await using vncap = await startVncapDaemon();
   const request = { daddr: "127.0.0.1", dport: vnc.port, password: PASSWORD };
-  for (const version of ["RFB 003.007\n", "RFB 003.008\n"]) {
+  for (const [i, version] of ["RFB 003.007\n", "RFB 003.008\n"].entries()) {
     await t.step(`a viewer choosing None on ${version.trim()} is refused`, async () => {
       const port = replyPort(await vncapRequest(vncap.vncapPort, request));
       let offered: number[] = [];
@@ -142,7 +170,7 @@ Deno.test("CVE-2022-36436: no vncap forwarding offers or accepts security None",
       }
       if (offered.length > 0) assert.deepEqual(offered, [2], "only VNC Authentication offered");
       assert.equal(ok, false);
-      await vncap.daemon.waitForLine(/Security type 1 is not offered/);
+      await waitForLines(vncap.daemon, /Security type 1 is not offered/, i + 1);
     });
   }
   await t.step("the VNC server never got a ClientInit from a viewer that chose None", () => {
