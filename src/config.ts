@@ -144,6 +144,43 @@ export interface Config {
   readonly maxPendingPerViewerIp: number;
   /** `--rate-limit`: control requests a second per source address and per user; 0 = no limit. */
   readonly rateLimit: number;
+
+  // The vncap control protocol (twisted_vncauthproxy's), beside snf's.
+  /** `--vncap-listen`: TCP `ADDR:PORT` or a Unix socket path; off when undefined. */
+  readonly vncapListen: VncapListen | undefined;
+  /** `--vncap-allow`: address ranges that may send vncap requests besides loopback. */
+  readonly vncapAllow: readonly string[];
+  /** First port of the vncap pool (`--vncap-min-port`). */
+  readonly vncapMinPort: number;
+  /** Last port of the vncap pool, inclusive (`--vncap-max-port`). */
+  readonly vncapMaxPort: number;
+  /** PEM certificate of vncap `tls` forwardings; default `keys/vncap.crt` when it exists. */
+  readonly vncapCertFile: string | undefined;
+  /** Its PEM private key; default `keys/vncap.key` when it exists. */
+  readonly vncapKeyFile: string | undefined;
+  /** vncap's window: any number of viewers until the forwarding's timeout (else one-shot). */
+  readonly vncapWindow: boolean;
+}
+
+/** Where the vncap control socket listens: TCP, or a Unix socket (mode 0660). */
+export type VncapListen =
+  | { readonly transport: "tcp"; readonly host: string; readonly port: number }
+  | { readonly transport: "unix"; readonly path: string };
+
+/**
+ * Parses `--vncap-listen`: `ADDR:PORT` or `unix:/abs/path`.
+ *
+ * @throws {RangeError} for anything else.
+ */
+export function parseVncapListen(text: string): VncapListen {
+  if (text.startsWith("unix:")) {
+    const path = text.slice("unix:".length);
+    if (!path.startsWith("/")) {
+      throw new RangeError(`--vncap-listen unix: needs an absolute path, got "${text}"`);
+    }
+    return { transport: "unix", path };
+  }
+  return { transport: "tcp", ...parseHostPort(text) };
 }
 
 /** A listen address and port (`--gateway-listen`). */
@@ -235,6 +272,13 @@ export const DEFAULT_CONFIG: Config = Object.freeze({
   maxSessionsPerBackend: 0,
   maxPendingPerViewerIp: 0,
   rateLimit: 0,
+  vncapListen: undefined,
+  vncapAllow: [],
+  vncapMinPort: 5800,
+  vncapMaxPort: 5899,
+  vncapCertFile: undefined,
+  vncapKeyFile: undefined,
+  vncapWindow: false,
 });
 
 /**
@@ -362,6 +406,7 @@ export function resolveConfig(overrides: Partial<Config> = {}): Config {
     throw new RangeError("--listen-address must not be empty");
   }
   checkOperations(config);
+  checkVncap(config);
   if (config.proxyListenAddress === "") {
     throw new RangeError("--proxy-listen-address must not be empty");
   }
@@ -395,6 +440,55 @@ function checkOperations(config: Config): void {
   } else if (!isLoopbackHost(config.metricsListen.host) && config.metricsAllow.length === 0) {
     // Metrics show what runs where: only on loopback unless ranges are named.
     throw new RangeError("--metrics-listen on a non-loopback address needs --metrics-allow CIDR");
+  }
+}
+
+/** The vncap block: its pool, and who may reach a control socket with no authentication. */
+function checkVncap(config: Config): void {
+  checkPort("--vncap-min-port", config.vncapMinPort, 1);
+  checkPort("--vncap-max-port", config.vncapMaxPort, 1);
+  if (config.vncapMinPort > config.vncapMaxPort) {
+    throw new RangeError(
+      `--vncap-min-port ${config.vncapMinPort} is greater than --vncap-max-port ${config.vncapMaxPort}`,
+    );
+  }
+  if (config.vncapMinPort <= config.maxPort && config.minPort <= config.vncapMaxPort) {
+    throw new RangeError(
+      `The vncap pool ${config.vncapMinPort}-${config.vncapMaxPort} overlaps ` +
+        `--min-port/--max-port ${config.minPort}-${config.maxPort}`,
+    );
+  }
+  if ((config.vncapCertFile === undefined) !== (config.vncapKeyFile === undefined)) {
+    throw new RangeError("--vncap-cert and --vncap-key go together");
+  }
+  for (const range of config.vncapAllow) {
+    try {
+      parseCidr(range);
+    } catch (error) {
+      throw new RangeError(`--vncap-allow: ${(error as Error).message}`, { cause: error });
+    }
+  }
+  const listen = config.vncapListen;
+  if (listen === undefined) {
+    for (
+      const [flag, set] of [
+        ["--vncap-allow", config.vncapAllow.length > 0],
+        ["--vncap-window", config.vncapWindow],
+        ["--vncap-cert", config.vncapCertFile !== undefined],
+      ] as const
+    ) {
+      if (set) throw new RangeError(`${flag} needs --vncap-listen`);
+    }
+    return;
+  }
+  if (listen.transport === "unix") {
+    // File permissions are the authentication there: addresses mean nothing.
+    if (config.vncapAllow.length > 0) {
+      throw new RangeError("--vncap-allow is for a TCP --vncap-listen, not a Unix socket");
+    }
+  } else if (!isLoopbackHost(listen.host) && config.vncapAllow.length === 0) {
+    // vncap requests carry no credentials: anyone who reaches the port gets consoles.
+    throw new RangeError("--vncap-listen on a non-loopback address needs --vncap-allow CIDR");
   }
 }
 

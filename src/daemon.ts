@@ -15,6 +15,8 @@ import { UserDb, type UserDbOptions } from "./auth/user_db.ts";
 import { type Config, isWildcardAddress } from "./config.ts";
 import { AuthFailLimiter } from "./auth/auth_fail_limiter.ts";
 import { type ControlServer, startControlServer } from "./control/snf/control_server.ts";
+import { startVncapServer } from "./control/vncap/vncap_server.ts";
+import type { ControlSocket } from "./control/control_socket.ts";
 import {
   type BackendTlsMaterial,
   loadBackendTls,
@@ -94,6 +96,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
     deps.onSessionStart ? { onStart: deps.onSessionStart } : {},
   );
   let control: ControlServer | undefined;
+  let vncap: ControlSocket | undefined;
   let controlUp = false;
   let draining = false;
   let gateway: Gateway | undefined;
@@ -128,7 +131,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
     const metrics = new DaemonMetrics({
       poolFree: () => ports.available,
       poolSize,
-      controlConnections: () => control?.connections ?? 0,
+      controlConnections: () => (control?.connections ?? 0) + (vncap?.connections ?? 0),
       cryptQueue: () => crypt.waiting,
       users: () => users.size,
       draining: () => draining,
@@ -161,39 +164,73 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
       });
     }
 
+    const vncapFiles = vncapTlsFiles(config);
+    let vncapTls = vncapFiles === undefined ? undefined : startupStep(
+      "Cannot load --vncap-cert and --vncap-key",
+      () => loadTls(vncapFiles),
+    );
+    const admission = {
+      config,
+      logger,
+      users: () => users,
+      ports,
+      tls: () => tls,
+      proxyAddress,
+      stopping: stopping.signal,
+      closing: closing.signal,
+      sessions,
+      buffers,
+      ...(deps.connect ? { connect: deps.connect } : {}),
+      destinations,
+      backendTls: () => backendTls,
+      authFailures: new AuthFailLimiter({ perSecond: config.authFailLimit }),
+      ...(gateway ? { gateway } : {}),
+      ...(origins ? { origins } : {}),
+      metrics,
+      audit: deps.audit ?? new AuditLog(),
+      quota: new SessionQuota({
+        maxSessions: config.maxSessions,
+        maxPerUser: config.maxSessionsPerUser,
+        maxPerBackend: config.maxSessionsPerBackend,
+      }),
+      pendingViewers,
+      rateLimit: new RequestRateLimit(config.rateLimit),
+    };
     try {
-      control = await startControlServer({
-        config,
-        logger,
-        users: () => users,
-        ports,
-        tls: () => tls,
-        proxyAddress,
-        stopping: stopping.signal,
-        closing: closing.signal,
-        sessions,
-        buffers,
-        ...(deps.connect ? { connect: deps.connect } : {}),
-        destinations,
-        backendTls: () => backendTls,
-        authFailures: new AuthFailLimiter({ perSecond: config.authFailLimit }),
-        ...(gateway ? { gateway } : {}),
-        ...(origins ? { origins } : {}),
-        metrics,
-        audit: deps.audit ?? new AuditLog(),
-        quota: new SessionQuota({
-          maxSessions: config.maxSessions,
-          maxPerUser: config.maxSessionsPerUser,
-          maxPerBackend: config.maxSessionsPerBackend,
-        }),
-        pendingViewers,
-        rateLimit: new RequestRateLimit(config.rateLimit),
-      });
+      control = await startControlServer(admission);
       controlUp = true;
     } catch (error) {
       throw new StartupError(
         `Cannot listen on ${config.listenAddress}:${config.listenPort}: ${describeError(error)}`,
         { cause: error },
+      );
+    }
+
+    if (config.vncapListen !== undefined) {
+      const listen = config.vncapListen;
+      const where = listen.transport === "unix"
+        ? `unix:${listen.path}`
+        : formatHostPort(listen.host, listen.port);
+      try {
+        vncap = await startVncapServer({
+          ...admission,
+          vncapPorts: new PortPool(config.vncapMinPort, config.vncapMaxPort, {
+            cooldownMs: config.portCooldownMs,
+          }),
+          vncapTls: () => vncapTls,
+        });
+      } catch (error) {
+        throw new StartupError(`Cannot listen on ${where} (vncap): ${describeError(error)}`, {
+          cause: error,
+        });
+      }
+      logger.info(
+        `Listening for vncap control connections on ${vncap.addresses.join(", ")}, ` +
+          `forwarding ports ${config.vncapMinPort}-${config.vncapMaxPort}` +
+          (vncapTls === undefined
+            ? ", no TLS certificate (tls requests refused)"
+            : `, TLS from ${vncapFiles!.certFile}`) +
+          (config.vncapWindow ? ", window mode" : ""),
       );
     }
 
@@ -242,6 +279,13 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
       users = reloadUsers(config.authFile, userOptions, users, logger);
       tls = reloadTls(config, tls, logger);
       backendTls = reloadBackendTls(config, backendTls, logger);
+      if (vncapFiles !== undefined) {
+        try {
+          vncapTls = loadTls(vncapFiles);
+        } catch (error) {
+          logger.error(`Keeping the old vncap certificate: ${describeError(error)}`);
+        }
+      }
       gateway?.reloadTls().then(
         (changed) => changed && logger.info("Gateway now uses the reloaded certificate"),
         (error) => logger.error(`Gateway after certificate reload: ${describeError(error)}`),
@@ -289,6 +333,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
     logger.info(`Caught ${cause}, closing control sockets`);
     draining = true;
     stopping.abort(new Error("The daemon is stopping"));
+    await vncap?.close();
     await control.close();
     controlUp = false;
     await gateway?.close();
@@ -296,6 +341,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
   } finally {
     for (const [sig, handler] of signalHandlers) Deno.removeSignalListener(sig, handler);
     stopping.abort(new Error("The daemon is stopping"));
+    await vncap?.close();
     await control?.close();
     await gateway?.close();
     closing.abort(new Error("The daemon stopped"));
@@ -422,6 +468,33 @@ function loadTlsAtStart(config: Config, logger: Logger): TlsMaterial | undefined
     );
     return undefined;
   }
+}
+
+/** vncap's own defaults, where GWM's docs put them. */
+const VNCAP_DEFAULT_CERT = "keys/vncap.crt";
+const VNCAP_DEFAULT_KEY = "keys/vncap.key";
+
+/**
+ * The certificate and key of vncap `tls` forwardings: `--vncap-cert` and
+ * `--vncap-key`, else `keys/vncap.crt` and `keys/vncap.key` in the working
+ * directory when both exist (made absolute: SIGHUP rereads them); none
+ * without `--vncap-listen`.
+ */
+function vncapTlsFiles(config: Config): { certFile: string; keyFile: string } | undefined {
+  if (config.vncapListen === undefined) return undefined;
+  if (config.vncapCertFile !== undefined && config.vncapKeyFile !== undefined) {
+    return { certFile: config.vncapCertFile, keyFile: config.vncapKeyFile };
+  }
+  const exists = (path: string) => {
+    try {
+      return Deno.statSync(path).isFile;
+    } catch {
+      return false;
+    }
+  };
+  if (!exists(VNCAP_DEFAULT_CERT) || !exists(VNCAP_DEFAULT_KEY)) return undefined;
+  const cwd = Deno.cwd();
+  return { certFile: `${cwd}/${VNCAP_DEFAULT_CERT}`, keyFile: `${cwd}/${VNCAP_DEFAULT_KEY}` };
 }
 
 function backendTlsFiles(config: Config) {

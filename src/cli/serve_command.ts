@@ -5,7 +5,13 @@
  * @module
  */
 
-import { type Config, DEFAULT_CONFIG, parseHostPort, resolveConfig } from "../config.ts";
+import {
+  type Config,
+  DEFAULT_CONFIG,
+  parseHostPort,
+  parseVncapListen,
+  resolveConfig,
+} from "../config.ts";
 import { parseAuthFailLimit } from "../auth/auth_fail_limiter.ts";
 import { runDaemon, StartupError } from "../daemon.ts";
 import { UsageError } from "../errors.ts";
@@ -154,6 +160,52 @@ const OPERATIONS_OPTIONS: readonly OptionSpec[] = [
     kind: "string",
     metavar: "N/s",
     help: "control requests per source address and per user, burst 2N; 0 or off = none [off]",
+  },
+];
+
+/** The vncap control protocol (twisted_vncauthproxy's), beside snf's. */
+const VNCAP_OPTIONS: readonly OptionSpec[] = [
+  {
+    long: "vncap-listen",
+    kind: "string",
+    metavar: "ADDR:PORT|unix:PATH",
+    help: "also take vncap (Ganeti Web Manager) requests here; no authentication (off)",
+  },
+  {
+    long: "vncap-allow",
+    kind: "string",
+    metavar: "CIDR,...",
+    repeatable: true,
+    help: "who may send vncap requests besides loopback; needed off loopback",
+  },
+  {
+    long: "vncap-min-port",
+    kind: "int",
+    metavar: "N",
+    help: `first port of the vncap pool [${d.vncapMinPort}]`,
+  },
+  {
+    long: "vncap-max-port",
+    kind: "int",
+    metavar: "N",
+    help: `last port of the vncap pool [${d.vncapMaxPort}]`,
+  },
+  {
+    long: "vncap-cert",
+    kind: "string",
+    metavar: "FILE",
+    help: "PEM certificate of vncap tls forwardings [keys/vncap.crt if it exists]",
+  },
+  {
+    long: "vncap-key",
+    kind: "string",
+    metavar: "FILE",
+    help: "its PEM private key [keys/vncap.key if it exists]",
+  },
+  {
+    long: "vncap-window",
+    kind: "flag",
+    help: "vncap forwardings take any number of viewers until their timeout (default: one)",
   },
 ];
 
@@ -341,6 +393,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     help: "address ranges forwardings may not reach; wins over --backend-allow (repeatable)",
   },
   ...OPERATIONS_OPTIONS,
+  ...VNCAP_OPTIONS,
 ];
 
 /** Help text of the daemon. */
@@ -434,6 +487,15 @@ export function parseServeArgs(args: readonly string[]): Config | "help" {
       backendAllow: lists("backend-allow"),
       backendDeny: lists("backend-deny"),
       ...operationsOverrides(str, num, list),
+      vncapListen: str("vncap-listen") === undefined
+        ? undefined
+        : parseVncapListen(str("vncap-listen")!),
+      vncapAllow: lists("vncap-allow"),
+      vncapMinPort: num("vncap-min-port"),
+      vncapMaxPort: num("vncap-max-port"),
+      vncapCertFile: str("vncap-cert"),
+      vncapKeyFile: str("vncap-key"),
+      vncapWindow: values["vncap-window"] === true,
     } as Partial<Config>);
   } catch (error) {
     if (error instanceof RangeError) throw new UsageError(error.message, { cause: error });

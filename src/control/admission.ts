@@ -97,6 +97,20 @@ export type ViewerRoute =
     readonly sourcePort: number;
     /** Only viewers from this address or range may connect. */
     readonly clientAddress?: string;
+    /**
+     * The port speaks TLS with this material: raw VNC over TLS for `vnc`,
+     * and `vnc-wss`'s certificate. @default {`deps.tls()` for `vnc-wss`, else plain}
+     */
+    readonly tls?: TlsMaterial;
+    /** The port's WebSocket also speaks the `base64` sub-protocol (noVNC < 1.0). */
+    readonly webSocketBase64?: boolean;
+    /** Takes the pool port from this pool instead of `deps.ports` (vncap's). */
+    readonly ports?: PortPool;
+    /**
+     * The port, held by the caller for several sessions in turn (vncap's
+     * window): listened on, and its release left to the caller's lease.
+     */
+    readonly heldPort?: number;
   }
   | { readonly rendezvous: "token"; readonly ttlMs: number; readonly clientAddress?: string }
   | { readonly rendezvous: "password" };
@@ -118,6 +132,10 @@ export interface SessionRequest {
   readonly controlUser?: string;
   /** The forwarding id of log lines (`C3`). */
   readonly id?: string;
+  /** The control protocol that asked, when not snf's: the audit line says it. */
+  readonly protocol?: "vncap";
+  /** How long the forwarding waits for its viewer. @default {`--connect-timeout`} */
+  readonly waitMs?: number;
   /** Asked-for idle timeout; no larger than `--idle-timeout` (when set). */
   readonly idleTimeoutMs?: number;
   /** Asked-for session time limit; no larger than `--max-session-time` (when set). */
@@ -203,7 +221,9 @@ export async function admit(
   if (route.rendezvous !== "token" && request.viewerPassword === undefined) {
     throw new RefusalError("malformed request: password");
   }
-  const tls = route.rendezvous === "port" && request.kind === "vnc-wss" ? deps.tls() : undefined;
+  const tls = route.rendezvous !== "port"
+    ? undefined
+    : route.tls ?? (request.kind === "vnc-wss" ? deps.tls() : undefined);
   if (route.rendezvous === "port" && request.kind === "vnc-wss" && tls === undefined) {
     throw new RefusalError("TLS is not configured");
   }
@@ -217,8 +237,13 @@ export async function admit(
   let backend: Backend | undefined;
   let rendezvous: Rendezvous | undefined;
   try {
-    lease = route.rendezvous === "port" ? deps.ports.acquire(route.sourcePort) : undefined;
-    if (lease) logger.debug(`Got port ${lease.port} from pool, ${deps.ports.available} remaining`);
+    const ports = (route.rendezvous === "port" ? route.ports : undefined) ?? deps.ports;
+    lease = route.rendezvous !== "port"
+      ? undefined
+      : route.heldPort !== undefined
+      ? heldLease(route.heldPort)
+      : ports.acquire(route.sourcePort);
+    if (lease) logger.debug(`Got port ${lease.port} from pool, ${ports.available} remaining`);
     using phase = startDeadline(config.serverTimeoutMs, deps.stopping);
     const dialled = performance.now();
     backend = await openBackend(request.backend, {
@@ -233,12 +258,12 @@ export async function admit(
     deps.metrics?.backendHandshake(performance.now() - dialled);
     let port: number | undefined;
     let token: TokenOffer | undefined;
-    let waitMs = config.connectTimeoutMs;
+    let waitMs = request.waitMs ?? config.connectTimeoutMs;
     if (lease !== undefined && route.rendezvous === "port") {
       const opened = await openPortRendezvous({
         kind: request.kind,
         lease,
-        ports: deps.ports,
+        ports,
         requestedPort: route.sourcePort,
         listenAddress: config.proxyListenAddress,
         signal: phase.signal,
@@ -248,6 +273,7 @@ export async function admit(
           handshakeTimeoutMs: config.clientTimeoutMs,
           maxPendingHandshakes: config.maxWsHandshakes,
           ...(deps.origins ? { origins: deps.origins } : {}),
+          ...(route.webSocketBase64 ? { base64: true } : {}),
         },
         ...(tls ? { tls } : {}),
         gate: viewerGate({
@@ -289,6 +315,7 @@ export async function admit(
             kind: request.kind,
             rendezvous: route.rendezvous,
             backend: backendText,
+            ...(request.protocol !== undefined ? { protocol: request.protocol } : {}),
           },
           { logger, id: `[${request.id ?? "-"}]` },
           deps,
@@ -310,6 +337,12 @@ export async function admit(
     hold?.[Symbol.dispose]();
     throw error;
   }
+}
+
+/** A lease on a port someone else holds: releasing it does nothing. */
+function heldLease(port: number): PortLease {
+  const release = () => {};
+  return { port, release, [Symbol.dispose]: release };
 }
 
 /**

@@ -16,8 +16,13 @@ import type { Logger } from "../log.ts";
 
 /** Options of {@linkcode openListenerSet}. */
 export interface ListenerSetOptions {
-  /** Listen address: a literal, a host name (every address) or `*`. */
+  /** Listen address: a literal, a host name (every address) or `*`; ignored with `path`. */
   readonly address: string;
+  /**
+   * A Unix socket path to listen on instead of TCP, made mode 0660 (its
+   * file permissions are the authentication). @default {TCP}
+   */
+  readonly path?: string;
   /** Port; 0 picks one, the same on every address. */
   readonly port: number;
   /**
@@ -76,7 +81,9 @@ export async function openListenerSet(options: ListenerSetOptions): Promise<List
       : Deno.listen({ hostname, port, transport: "tcp" });
   let chosenPort = options.port;
   let listeners: Deno.Listener[];
-  {
+  if (options.path !== undefined) {
+    listeners = [await bindUnixSocket(options.path)];
+  } else {
     using resolving = startDeadline(options.resolveTimeoutMs, signal);
     listeners = await bindAll(options.address, options.port, (hostname) => {
       const listener = bind(hostname, chosenPort);
@@ -135,6 +142,7 @@ export async function openListenerSet(options: ListenerSetOptions): Promise<List
 
   return {
     addresses: listeners.map((l) => {
+      if (options.path !== undefined) return `unix:${options.path}`;
       const addr = l.addr as Deno.NetAddr;
       return formatHostPort(addr.hostname, addr.port);
     }),
@@ -153,10 +161,59 @@ export async function openListenerSet(options: ListenerSetOptions): Promise<List
           }
         }
         await Promise.all(loops);
+        if (options.path !== undefined) await removeSocketFile(options.path);
       })();
       return closing;
     },
   };
+}
+
+/** Mode of a Unix control socket: the owner and its group may connect. */
+const UNIX_SOCKET_MODE = 0o660;
+
+/**
+ * Binds a Unix socket at `path` with mode 0660: bound under a temporary
+ * name, its mode set, then renamed into place, so it is never reachable
+ * with the umask's mode. A stale socket at `path` (nobody accepts) is
+ * replaced; a live one is left alone.
+ *
+ * @throws {Deno.errors.AddrInUse} when a live socket is at `path`; other
+ * errors when something that is no socket is there, or the bind fails.
+ */
+async function bindUnixSocket(path: string): Promise<Deno.Listener> {
+  let existing: Deno.FileInfo | undefined;
+  try {
+    existing = await Deno.lstat(path);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  if (existing !== undefined) {
+    if (!existing.isSocket) throw new Deno.errors.AlreadyExists(`${path} exists and is no socket`);
+    let live = false;
+    try {
+      (await Deno.connect({ transport: "unix", path })).close();
+      live = true;
+    } catch { /* stale: nobody accepts */ }
+    if (live) throw new Deno.errors.AddrInUse(`Another process listens on ${path}`);
+  }
+  const temporary = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+  const listener = Deno.listen({ transport: "unix", path: temporary });
+  try {
+    await Deno.chmod(temporary, UNIX_SOCKET_MODE);
+    await Deno.rename(temporary, path);
+  } catch (error) {
+    listener.close();
+    await removeSocketFile(temporary);
+    throw error;
+  }
+  return listener;
+}
+
+/** Removes a socket file we bound; gone already is fine. */
+async function removeSocketFile(path: string): Promise<void> {
+  try {
+    await Deno.remove(path);
+  } catch { /* gone, or not ours to remove */ }
 }
 
 /** Binds, retrying briefly while the old socket on the port is released. */

@@ -18,8 +18,10 @@ import { headerTokens, type RequestHead } from "./request_head.ts";
 const ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /** RFC 6455 §4.2.1: the key is 16 random bytes in base64. */
 const WEBSOCKET_KEY = /^[A-Za-z0-9+/]{21}[AQgw]==$/;
-/** The one sub-protocol spoken: binary messages carrying raw RFB. */
+/** The sub-protocol spoken by default: binary messages carrying raw RFB. */
 const BINARY_PROTOCOL = "binary";
+/** noVNC before 1.0: text messages carrying RFB in base64 (vncap forwardings only). */
+const BASE64_PROTOCOL = "base64";
 /** Prefix of a sub-protocol offer that carries a token instead of naming a protocol. */
 const TOKEN_OFFER_PREFIX = "token.";
 /**
@@ -34,8 +36,11 @@ export interface UpgradeAccepted {
   readonly upgrade: true;
   /** The client's `Sec-WebSocket-Key`, checked. */
   readonly key: string;
-  /** The sub-protocol to answer: `binary` when offered, else none. */
-  readonly protocol?: "binary";
+  /**
+   * The sub-protocol to answer: `binary` when offered, else `base64` when
+   * offered and allowed, else none.
+   */
+  readonly protocol?: "binary" | "base64";
   /**
    * The value of a sub-protocol offer `token.<value>` (base64url, at most 64
    * characters), when exactly one such offer came and it is valid. It is a
@@ -89,11 +94,14 @@ export function wantsWebSocket(head: RequestHead): boolean {
  * §4.2.1), whatever its target: method GET, HTTP/1.1, `Upgrade: websocket`,
  * `Connection: upgrade`, version 13 and a valid key, checked in that order.
  * The sub-protocol offers are parsed once: `binary` is picked when offered,
- * any other offer (or none) still upgrades with no protocol in the answer
+ * else `base64` when offered and `options.base64` allows it, any other offer (or none) still upgrades with no protocol in the answer
  * (snf-vncauthproxy did so), and a `token.<value>` offer is reported as
  * `tokenOffer` (invalid, or more than one: ignored).
  */
-export function judgeUpgrade(head: RequestHead): UpgradeVerdict {
+export function judgeUpgrade(
+  head: RequestHead,
+  options: { readonly base64?: boolean } = {},
+): UpgradeVerdict {
   const { headers } = head;
   if (head.method !== "GET") {
     return {
@@ -144,7 +152,11 @@ export function judgeUpgrade(head: RequestHead): UpgradeVerdict {
   return {
     upgrade: true,
     key,
-    ...(offers.includes(BINARY_PROTOCOL) ? { protocol: BINARY_PROTOCOL } : {}),
+    ...(offers.includes(BINARY_PROTOCOL)
+      ? { protocol: BINARY_PROTOCOL }
+      : options.base64 && offers.includes(BASE64_PROTOCOL)
+      ? { protocol: BASE64_PROTOCOL }
+      : {}),
     ...(tokenOffer !== undefined ? { tokenOffer } : {}),
   };
 }
@@ -156,7 +168,7 @@ export function computeAcceptKey(key: string): string {
 
 /**
  * Encodes the 101 Switching Protocols for an accepted upgrade (RFC 6455
- * §4.2.2): the accept key, and `Sec-WebSocket-Protocol` only for `binary`.
+ * §4.2.2): the accept key, and `Sec-WebSocket-Protocol` for the one chosen.
  * A token offer is never echoed.
  */
 export function encodeUpgradeResponse(accepted: UpgradeAccepted): Uint8Array {
@@ -178,7 +190,10 @@ export async function acceptUpgrade(
   options: WebSocketDuplexOptions = {},
 ): Promise<WebSocketDuplex> {
   await duplex.write(encodeUpgradeResponse(accepted));
-  return new WebSocketDuplex(duplex, options);
+  return new WebSocketDuplex(duplex, {
+    ...options,
+    ...(accepted.protocol === "base64" ? { base64: true } : {}),
+  });
 }
 
 /** The comma-separated tokens of a header value, lower-cased (for case-insensitive ones). */

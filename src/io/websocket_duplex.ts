@@ -10,6 +10,7 @@
  */
 
 import { readExact, UnexpectedEofError } from "./byte_reader.ts";
+import { BASE64_CHUNK, Base64Decoder, Base64Error, encodeBase64 } from "./base64_stream.ts";
 import type { Duplex } from "./duplex.ts";
 import {
   clientFrameHeaderLength,
@@ -43,6 +44,11 @@ export interface WebSocketDuplexOptions {
    * disables it (snf-vncauthproxy never pinged). @default {0}
    */
   pingIntervalMs?: number;
+  /**
+   * The `base64` sub-protocol (noVNC before 1.0): payloads are base64 text,
+   * decoded on read; writes send text frames of base64. @default {false}
+   */
+  base64?: boolean;
 }
 
 /** The code and reason of the viewer's close frame. */
@@ -85,6 +91,8 @@ export class WebSocketDuplex implements Duplex {
   #keepaliveTimer: ReturnType<typeof setTimeout> | undefined;
   #lastHeard = 0;
   #pingSentAt: number | undefined;
+  /** With the `base64` sub-protocol: the decoder of the viewer's text. */
+  readonly #base64: Base64Decoder | undefined;
   /** The peer's address as `host:port`. */
   readonly remoteAddress: string;
 
@@ -93,6 +101,7 @@ export class WebSocketDuplex implements Duplex {
     this.#inner = inner;
     this.remoteAddress = inner.remoteAddress;
     this.#pingIntervalMs = options.pingIntervalMs ?? 0;
+    this.#base64 = options.base64 ? new Base64Decoder() : undefined;
     if (this.#pingIntervalMs > 0) {
       this.#lastHeard = performance.now();
       this.#armKeepalive(this.#pingIntervalMs);
@@ -119,7 +128,31 @@ export class WebSocketDuplex implements Duplex {
    * connection is closed with the error's code first).
    * @throws {UnexpectedEofError} when the connection ends inside a frame.
    */
-  async read(buffer: Uint8Array): Promise<number | null> {
+  read(buffer: Uint8Array): Promise<number | null> {
+    return this.#base64 ? this.#readBase64(buffer, this.#base64) : this.#readPayload(buffer);
+  }
+
+  /** `read` under the `base64` sub-protocol: payload text, decoded. */
+  async #readBase64(buffer: Uint8Array, decoder: Base64Decoder): Promise<number | null> {
+    if (buffer.length === 0) return this.#closed ? null : 0;
+    while (true) {
+      const taken = decoder.take(buffer);
+      if (taken > 0) return taken;
+      const n = await this.#readPayload(decoder.scratch);
+      if (n === null) return null;
+      try {
+        decoder.feed(n);
+      } catch (error) {
+        if (!(error instanceof Base64Error)) throw error;
+        const failure = new WebSocketProtocolError(error.message, CLOSE_CODE.invalidPayload);
+        this.#shutDown(closePayload(failure.code, failure.message));
+        throw failure;
+      }
+    }
+  }
+
+  /** `read` of the payload bytes as they are. */
+  async #readPayload(buffer: Uint8Array): Promise<number | null> {
     if (buffer.length === 0) return this.#closed ? null : 0;
     try {
       while (!this.#closed) {
@@ -163,6 +196,14 @@ export class WebSocketDuplex implements Duplex {
   write(data: Uint8Array): Promise<void> {
     if (this.#closed || this.#closeSent) return Promise.reject(closedError());
     if (data.length === 0) return Promise.resolve();
+    if (this.#base64) {
+      return this.#serialize(async () => {
+        for (let at = 0; at < data.length; at += BASE64_CHUNK) {
+          const text = encodeBase64(data.subarray(at, at + BASE64_CHUNK));
+          await this.#inner.write(encodeServerFrame(OPCODE.text, text));
+        }
+      });
+    }
     return this.#serialize(async () => {
       if (data.length <= COALESCE_LIMIT) {
         await this.#inner.write(encodeServerFrame(OPCODE.binary, data));

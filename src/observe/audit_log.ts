@@ -11,7 +11,8 @@
  *     viewer=192.0.2.7:51234 start=2026-12-01T23:50:00.000Z duration_s=12.3
  *     viewer_to_server=1234 server_to_viewer=567890 cause=viewer_closed
  *
- * (one line; `reason="..."` is added for `error` and
+ * (one line; `protocol=vncap` follows `user=-` for vncap requests;
+ * `reason="..."` is added for `error` and
  * `viewer_handshake_failed`; a value with spaces or quotes is quoted).
  *
  * @module
@@ -32,6 +33,8 @@ export interface SessionFacts {
   readonly rendezvous: RendezvousKind;
   /** The VNC server, `host:port`. */
   readonly backend: string;
+  /** The control protocol that asked, when not snf's (`protocol=vncap` on the line). */
+  readonly protocol?: "vncap";
 }
 
 /** The audit fields of a session's end, in their line order. */
@@ -39,6 +42,7 @@ export function auditFields(facts: SessionFacts, end: SessionEnd): LogFields {
   return {
     event: "session_end",
     user: facts.controlUser ?? "-",
+    ...(facts.protocol !== undefined ? { protocol: facts.protocol } : {}),
     kind: facts.kind,
     rendezvous: facts.rendezvous,
     backend: facts.backend,

@@ -79,6 +79,11 @@ export class PortPool {
     return port >= this.#min && port <= this.#max;
   }
 
+  /** True when `port` is in the range and not leased now (resting counts as free). */
+  isAvailable(port: number): boolean {
+    return this.contains(port) && !this.#leased.has(port);
+  }
+
   /**
    * Leases `requested`, or a random free port when it is 0.
    *

@@ -35,7 +35,7 @@ export interface PortRendezvousOptions {
   readonly requestedPort: number;
   /** `--proxy-listen-address`. */
   readonly listenAddress: string;
-  /** Certificate and key, for `vnc-wss`. */
+  /** Certificate and key, for `vnc-wss`, and for `vnc` raw VNC over TLS. */
   readonly tls?: TlsMaterial;
   /** Ends the resolution of a host name in `listenAddress`. */
   readonly signal: AbortSignal;
@@ -48,6 +48,8 @@ export interface PortRendezvousOptions {
     readonly maxPendingHandshakes: number;
     /** Which pages may open the WebSocket. @default {any} */
     readonly origins?: OriginPolicy;
+    /** Also speak the `base64` sub-protocol when offered. @default {false} */
+    readonly base64?: boolean;
   };
   /** Who may connect (`client_address`, pending per address). @default {anyone} */
   readonly gate?: ViewerGate;
@@ -98,6 +100,7 @@ async function listen(
         port,
         signal,
         options.gate ? { gate: options.gate, logger } : undefined,
+        tls,
       )
       : await openWebSocketListener(listenAddress, port, {
         logger,
@@ -105,6 +108,7 @@ async function listen(
         handshakeTimeoutMs: options.webSocket.handshakeTimeoutMs,
         maxPendingHandshakes: options.webSocket.maxPendingHandshakes,
         ...(options.webSocket.origins ? { origins: options.webSocket.origins } : {}),
+        ...(options.webSocket.base64 ? { base64: true } : {}),
         ...(options.gate ? { gate: options.gate } : {}),
         signal,
         ...(tls ? { tls } : {}),

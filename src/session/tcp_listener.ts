@@ -34,7 +34,8 @@ export interface ListenerGate {
 }
 
 /**
- * Opens a TCP listener on every address of `address` at `port`; resolving
+ * Opens a TCP listener (TLS with `tls`: raw VNC over TLS) on every address
+ * of `address` at `port`; resolving
  * a host name ends when `signal` aborts. With `gate`, a connection it
  * refuses is closed at once and the listener goes on waiting.
  *
@@ -45,11 +46,15 @@ export async function openTcpListener(
   port: number,
   signal?: AbortSignal,
   gate?: ListenerGate,
+  tls?: { readonly cert: string; readonly key: string },
 ): Promise<ClientListener> {
   const listeners = await bindAll(
     address,
     port,
-    (hostname, p) => Deno.listen({ hostname, port: p, transport: "tcp" }),
+    (hostname, p) =>
+      tls
+        ? Deno.listenTls({ hostname, port: p, transport: "tcp", cert: tls.cert, key: tls.key })
+        : Deno.listen({ hostname, port: p, transport: "tcp" }),
     signal ? { signal } : {},
   );
   return new TcpClientListener(listeners, gate);

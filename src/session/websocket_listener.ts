@@ -72,6 +72,8 @@ export interface WebSocketListenerOptions {
    * one is closed and the port goes on listening. @default {any}
    */
   gate?: ViewerGate;
+  /** Also speak the `base64` sub-protocol (noVNC < 1.0) when offered. @default {false} */
+  base64?: boolean;
 }
 
 /** Body of the answer to anything but a WebSocket upgrade. */
@@ -122,6 +124,7 @@ class WebSocketListener implements ClientListener {
   readonly #logger: Logger;
   readonly #pingIntervalMs: number;
   readonly #origins: OriginPolicy | undefined;
+  readonly #base64: boolean;
   readonly #scheme: ListenerScheme;
   readonly #handshakeTimeoutMs: number;
   readonly #maxHeaderBytes: number;
@@ -146,6 +149,7 @@ class WebSocketListener implements ClientListener {
     this.#logger = options.logger;
     this.#pingIntervalMs = options.pingIntervalMs ?? 0;
     this.#origins = options.origins;
+    this.#base64 = options.base64 ?? false;
     this.#scheme = options.tls ? "https" : "http";
     this.#handshakeTimeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
     this.#maxHeaderBytes = options.maxHeaderBytes ?? DEFAULT_MAX_HEAD_BYTES;
@@ -312,7 +316,7 @@ class WebSocketListener implements ClientListener {
     const { signal, slot } = phase;
     const remote = duplex.remoteAddress;
     const bytes = await readRequestHead(duplex, { maxBytes: this.#maxHeaderBytes, slot });
-    const { head, verdict } = judge(bytes, this.#maxHeaderBytes);
+    const { head, verdict } = judge(bytes, this.#maxHeaderBytes, this.#base64);
     if (!verdict.upgrade) {
       this.#logger.debug(
         `Refused an HTTP request from ${remote}: ${verdict.status} (${verdict.why})`,
@@ -347,6 +351,7 @@ class WebSocketListener implements ClientListener {
 function judge(
   bytes: Uint8Array | 400 | 431,
   maxBytes: number,
+  base64: boolean,
 ): { head?: RequestHead; verdict: UpgradeAccepted | Refusal } {
   if (bytes === 431) {
     return { verdict: { upgrade: false, status: 431, why: "request head too long" } };
@@ -360,7 +365,7 @@ function judge(
   } catch (error) {
     return { verdict: { upgrade: false, status: 400, why: describeError(error) } };
   }
-  const verdict = judgeUpgrade(head);
+  const verdict = judgeUpgrade(head, { base64 });
   if (verdict.upgrade) return { head, verdict };
   const notWebSocket = verdict.refusal === "method" || verdict.refusal === "not-websocket";
   return { head, verdict: notWebSocket ? { ...verdict, body: NOT_WEBSOCKET } : verdict };

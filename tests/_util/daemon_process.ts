@@ -46,6 +46,8 @@ export interface StartDaemonOptions {
   readonly authFile?: string;
   /** Pool size (a random window below the ephemeral range). @default {40} */
   readonly poolSize?: number;
+  /** The daemon's working directory. @default {the test's} */
+  readonly cwd?: string;
 }
 
 /** Picks a random pool window below Linux's ephemeral port range. */
@@ -134,6 +136,7 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
     stdout: "piped",
     stderr: "piped",
     env: { NO_COLOR: "1" },
+    ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
   }).spawn();
   const lines: string[] = [];
   const waiters = new Set<{ pattern: RegExp; resolve: (line: string) => void }>();

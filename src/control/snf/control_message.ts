@@ -11,6 +11,7 @@ import { RefusalError } from "../../errors.ts";
 import { unbracketHost } from "../../io/duplex.ts";
 import { canonicalIp } from "../../io/ip_address.ts";
 import { parseCidr } from "../../io/cidr.ts";
+import { isHostLike, isVncPassword, malformed, requirePort } from "../request_fields.ts";
 
 /** A validated forwarding request. */
 export interface ForwardRequest {
@@ -248,15 +249,6 @@ function cidrText(text: string): string | undefined {
 export const UNIX_PREFIX = "unix:";
 
 /**
- * VNC Authentication keys DES with bytes: a password must be Latin-1 (snf
- * crashed on anything else) and not empty.
- */
-function isVncPassword(text: string): boolean {
-  // deno-lint-ignore no-control-regex
-  return text !== "" && /^[\u0001-\u00ff]*$/.test(text);
-}
-
-/**
  * An absolute path that fits a socket address (sun_path holds 107 bytes and
  * a NUL on Linux), without NUL or other control characters. `..` is left to
  * the backend policy, which resolves the path before it checks it.
@@ -274,32 +266,10 @@ function requireBoolean(fields: Record<string, unknown>, name: string): boolean 
   return value;
 }
 
-function malformed(field: string): RefusalError {
-  return new RefusalError(`malformed request: ${field}`);
-}
-
 function requireString(fields: Record<string, unknown>, name: string): string {
   const value = fields[name];
   if (typeof value !== "string" || value.length > 1024) throw malformed(name);
   return value;
-}
-
-/** Accepts integers and integer strings (as snf's `int()` did). */
-function requirePort(fields: Record<string, unknown>, name: string, min: number): number {
-  const value = fields[name];
-  let port: number;
-  if (typeof value === "number") port = value;
-  else if (typeof value === "string" && /^\s*\d{1,5}\s*$/.test(value)) port = Number(value);
-  else throw malformed(name);
-  if (!Number.isInteger(port) || port < min || port > 65535) throw malformed(name);
-  return port;
-}
-
-/** Host names, IPv4 and IPv6 literals (optionally bracketed). */
-function isHostLike(text: string): boolean {
-  if (text.length === 0 || text.length > 253) return false;
-  if (/^\[?[0-9a-fA-F:.]+\]?$/.test(text) && text.includes(":")) return true;
-  return /^[A-Za-z0-9]([A-Za-z0-9_-]{0,62})?(\.[A-Za-z0-9]([A-Za-z0-9_-]{0,62})?)*\.?$/.test(text);
 }
 
 /**

@@ -11,10 +11,15 @@
 
 import type { Config, ConsoleType } from "../../config.ts";
 import { describeError, RefusalError } from "../../errors.ts";
-import { ConnDuplex, type Duplex } from "../../io/duplex.ts";
-import { isTimeout, raceDeadline, startDeadline, withDeadline } from "../../io/deadline.ts";
-import { type ConnectionSlot, ConnectionSlots } from "../../io/connection_slots.ts";
-import { openListenerSet } from "../../http/listener_set.ts";
+import type { Duplex } from "../../io/duplex.ts";
+import { isTimeout, raceDeadline, startDeadline } from "../../io/deadline.ts";
+import type { ConnectionSlot } from "../../io/connection_slots.ts";
+import {
+  readFramedRequest,
+  type RequestFraming,
+  sendControlReply,
+  startControlSocket,
+} from "../control_socket.ts";
 import type { Logger } from "../../log.ts";
 import type { SessionRegistry } from "../../session/session_registry.ts";
 import { publicHost, publicPort } from "../../gateway/gateway_server.ts";
@@ -79,63 +84,25 @@ export interface ControlServer {
  */
 export async function startControlServer(deps: ControlServerDeps): Promise<ControlServer> {
   const { config } = deps;
-  const handlers = new Set<Promise<void>>();
-  let nextId = 1;
-
-  // The cap counts connections still sending their request and those being
-  // answered; a flood of idle ones evicts itself instead of the real client.
-  const slots = new ConnectionSlots({
-    capacity: config.maxControlConnections,
-    logger: deps.logger,
-    what: "Control connection",
-  });
-
-  function onConnection(conn: Deno.Conn): void {
-    const control = new ConnDuplex(conn);
-    const id = `C${nextId++}`;
-    const logger = deps.logger.child(`[${id}]`);
-    const slot = slots.admit(control.remoteAddress, () => control.close());
-    const handler = slot === undefined
-      ? refuseBusy(control, logger, deps)
-      : handleAdmitted(control, slot, logger, id);
-    handlers.add(handler);
-    handler.finally(() => handlers.delete(handler));
-  }
-
-  async function handleAdmitted(
-    control: Duplex,
-    slot: ConnectionSlot,
-    logger: Logger,
-    id: string,
-  ): Promise<void> {
-    using _held = slot;
-    await handleControlConnection(control, deps, { logger, slot, id });
-  }
-
-  const listeners = await openListenerSet({
-    address: config.listenAddress,
-    port: config.listenPort,
+  const socket = await startControlSocket({
+    what: "Control",
+    idPrefix: "C",
+    listen: { address: config.listenAddress, port: config.listenPort },
     ...(config.enableSsl ? { tls: deps.tls } : {}),
+    capacity: config.maxControlConnections,
     signal: deps.stopping,
     resolveTimeoutMs: config.controlTimeoutMs,
     logger: deps.logger,
-    what: "Control",
-    onConnection,
+    onConnection: (control, context) => handleControlConnection(control, deps, context),
+    onBusy: (control, logger) => refuseBusy(control, logger, deps),
   });
-  let closing: Promise<void> | undefined;
   return {
-    addresses: listeners.addresses,
+    addresses: socket.addresses,
     get connections() {
-      return handlers.size;
+      return socket.connections;
     },
-    close() {
-      closing ??= (async () => {
-        await listeners.close();
-        await Promise.allSettled([...handlers]);
-      })();
-      return closing;
-    },
-    reloadTls: () => config.enableSsl ? listeners.reloadTls() : Promise.resolve(false),
+    close: () => socket.close(),
+    reloadTls: () => socket.reloadTls(),
   };
 }
 
@@ -349,23 +316,21 @@ function replyFor(admitted: Admitted, deps: ControlServerDeps): ControlReply {
   };
 }
 
-/** First size of the buffer a control request is read into. */
-const FIRST_REQUEST_BUFFER = 1024;
-
-/** How long a control client may take to accept its reply. */
-const REPLY_TIMEOUT_MS = 10_000;
-
 /** Writes the reply and closes; false when the client could not take it. */
-async function sendReply(control: Duplex, reply: ControlReply, logger: Logger): Promise<boolean> {
-  try {
-    using phase = startDeadline(REPLY_TIMEOUT_MS);
-    await withDeadline(control, phase.signal, () => control.write(encodeReply(reply)));
-    return true;
-  } catch (error) {
-    logger.warn(`Cannot send the control reply: ${describeError(error)}`);
-    return false;
-  } finally {
-    control.close();
+function sendReply(control: Duplex, reply: ControlReply, logger: Logger): Promise<boolean> {
+  return sendControlReply(control, encodeReply(reply), logger);
+}
+
+/** How snf requests end: the closing brace of one JSON object. */
+class JsonObjectFraming implements RequestFraming {
+  readonly #scanner = new JsonObjectScanner();
+
+  feed(chunk: Uint8Array): number | undefined {
+    try {
+      return this.#scanner.feed(chunk);
+    } catch (error) {
+      throw new RefusalError("malformed request: not a JSON object", { cause: error });
+    }
   }
 }
 
@@ -378,37 +343,18 @@ async function sendReply(control: Duplex, reply: ControlReply, logger: Logger): 
  * @throws {RefusalError} when the request is too large, not an object or
  * incomplete at end of stream.
  */
-export async function readRequestText(
+export function readRequestText(
   control: Duplex,
-  options: { readonly maxBytes: number; readonly slot?: ConnectionSlot },
+  options: { readonly maxBytes: number; readonly slot?: ConnectionSlot | undefined },
 ): Promise<string> {
-  const { maxBytes, slot } = options;
-  const scanner = new JsonObjectScanner();
-  // Requests are a few hundred bytes: start small and grow up to the bound,
-  // so a flood of connections does not cost `maxBytes` each.
-  let buffer = new Uint8Array(Math.min(maxBytes, FIRST_REQUEST_BUFFER));
-  let filled = 0;
-  while (true) {
-    if (filled === maxBytes) throw new RefusalError("malformed request: too large");
-    if (filled === buffer.length) {
-      const grown = new Uint8Array(Math.min(maxBytes, buffer.length * 4));
-      grown.set(buffer);
-      buffer = grown;
-    }
-    const n = await control.read(buffer.subarray(filled));
-    slot?.touch();
-    if (n === null) {
-      throw new RefusalError(
-        filled === 0 ? "malformed request: empty" : "malformed request: incomplete JSON",
-      );
-    }
-    let end: number | undefined;
-    try {
-      end = scanner.feed(buffer.subarray(filled, filled + n));
-    } catch (error) {
-      throw new RefusalError("malformed request: not a JSON object", { cause: error });
-    }
-    if (end !== undefined) return new TextDecoder().decode(buffer.subarray(0, filled + end));
-    filled += n;
-  }
+  return readFramedRequest(control, {
+    maxBytes: options.maxBytes,
+    slot: options.slot,
+    framing: new JsonObjectFraming(),
+    errors: {
+      empty: "malformed request: empty",
+      incomplete: "malformed request: incomplete JSON",
+      tooLarge: "malformed request: too large",
+    },
+  });
 }
