@@ -1,11 +1,32 @@
 /**
- * Field checks every control front door shares: what a VNC password, a
- * port and a host name may be, and the refusal that names a bad field.
+ * Field checks every control front door shares: a request as one JSON
+ * object, what a VNC password, a port and a host name may be, and the
+ * refusal that names a bad field.
  *
  * @module
  */
 
 import { RefusalError } from "../errors.ts";
+
+/**
+ * Parses a request's JSON text, which must be one object.
+ *
+ * @throws {RefusalError} `malformed request: invalid JSON` or
+ * `malformed request: not a JSON object` (never quoting the text).
+ */
+export function parseJsonObject(text: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    // No cause: V8's SyntaxError quotes the text, passwords included.
+    throw new RefusalError("malformed request: invalid JSON");
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new RefusalError("malformed request: not a JSON object");
+  }
+  return value as Record<string, unknown>;
+}
 
 /**
  * VNC Authentication keys DES with bytes: a password must be Latin-1 (snf

@@ -11,7 +11,13 @@ import { RefusalError } from "../../errors.ts";
 import { unbracketHost } from "../../io/duplex.ts";
 import { canonicalIp } from "../../io/ip_address.ts";
 import { parseCidr } from "../../io/cidr.ts";
-import { isHostLike, isVncPassword, malformed, requirePort } from "../request_fields.ts";
+import {
+  isHostLike,
+  isVncPassword,
+  malformed,
+  parseJsonObject,
+  requirePort,
+} from "../request_fields.ts";
 
 /** A validated forwarding request. */
 export interface ForwardRequest {
@@ -132,17 +138,7 @@ export class JsonObjectScanner {
  * `unsupported console type`.
  */
 export function parseForwardRequest(text: string): ForwardRequest {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    // No cause: V8's SyntaxError quotes the text, passwords included.
-    throw new RefusalError("malformed request: invalid JSON");
-  }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new RefusalError("malformed request: not a JSON object");
-  }
-  const fields = value as Record<string, unknown>;
+  const fields = parseJsonObject(text);
   const authUser = requireString(fields, "auth_user");
   const authPassword = requireString(fields, "auth_password");
   const sourcePort = fields.source_port === undefined ? 0 : requirePort(fields, "source_port", 0);

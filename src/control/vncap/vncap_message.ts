@@ -11,7 +11,13 @@ import { RefusalError } from "../../errors.ts";
 import { unbracketHost } from "../../io/duplex.ts";
 import { canonicalIp } from "../../io/ip_address.ts";
 import type { RequestFraming } from "../control_socket.ts";
-import { isHostLike, isVncPassword, malformed, requirePort } from "../request_fields.ts";
+import {
+  isHostLike,
+  isVncPassword,
+  malformed,
+  parseJsonObject,
+  requirePort,
+} from "../request_fields.ts";
 
 /** vncap's line cap: Twisted `LineReceiver.MAX_LENGTH`, the line and its `\r\n`. */
 export const VNCAP_MAX_LINE_BYTES = 16_384;
@@ -71,17 +77,7 @@ export class CrlfLineFraming implements RequestFraming {
  * @throws {RefusalError} `malformed request: <key>` or `... invalid JSON`.
  */
 export function parseVncapRequest(text: string): VncapRequest {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    // No cause: V8's SyntaxError quotes the text, passwords included.
-    throw new RefusalError("malformed request: invalid JSON");
-  }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new RefusalError("malformed request: not a JSON object");
-  }
-  const fields = value as Record<string, unknown>;
+  const fields = parseJsonObject(text);
   if (fields.daddr === undefined) throw new RefusalError("malformed request: daddr missing");
   if (fields.dport === undefined) throw new RefusalError("malformed request: dport missing");
   if (fields.password === undefined) throw new RefusalError("malformed request: password missing");
