@@ -510,8 +510,3 @@ function withoutUndefined<T extends object>(value: T): Partial<T> {
     Object.entries(value).filter(([, v]) => v !== undefined),
   ) as Partial<T>;
 }
-
-/** True when `address` means "every address" (snf's wildcard spellings). */
-export function isWildcardAddress(address: string): boolean {
-  return ["*", "0.0.0.0", "::", "::0", "None"].includes(address);
-}

@@ -12,7 +12,8 @@
 import { describeError } from "./errors.ts";
 import { CryptPool } from "./auth/crypt_pool.ts";
 import { UserDb, type UserDbOptions } from "./auth/user_db.ts";
-import { type Config, isWildcardAddress } from "./config.ts";
+import type { Config } from "./config.ts";
+import { isWildcardAddress } from "./io/listen_addresses.ts";
 import { AuthFailLimiter } from "./auth/auth_fail_limiter.ts";
 import { type ControlServer, startControlServer } from "./control/snf/control_server.ts";
 import { startVncapServer } from "./control/vncap/vncap_server.ts";

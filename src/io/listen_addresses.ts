@@ -7,9 +7,13 @@
  */
 
 import { lookup } from "node:dns/promises";
-import { isWildcardAddress } from "../config.ts";
 import { raceDeadline } from "./deadline.ts";
 import { unbracketHost } from "./duplex.ts";
+
+/** True when `address` means "every address" (snf's wildcard spellings). */
+export function isWildcardAddress(address: string): boolean {
+  return ["*", "0.0.0.0", "::", "::0", "None"].includes(address);
+}
 
 /**
  * Binds one listener per address of `address` on `port` with `bind`.
