@@ -11,7 +11,7 @@
 
 import { describeError, RefusalError } from "../errors.ts";
 import { ConnDuplex, type Duplex } from "../io/duplex.ts";
-import { startDeadline, withDeadline } from "../io/deadline.ts";
+import { isTimeout, raceDeadline, startDeadline, withDeadline } from "../io/deadline.ts";
 import { type ConnectionSlot, ConnectionSlots } from "../io/connection_slots.ts";
 import { openListenerSet } from "../http/listener_set.ts";
 import type { TlsMaterial } from "../io/tls_material.ts";
@@ -186,6 +186,63 @@ export async function readFramedRequest(
     if (end !== undefined) return new TextDecoder().decode(buffer.subarray(0, filled + end));
     filled += n;
   }
+}
+
+/**
+ * Reads one request within `signal`'s deadline and completes `slot` once
+ * it is in. Resolves to `undefined` when nobody is left to answer: the
+ * connection was dropped for a newcomer (the slots logged it), or the
+ * transport failed (reset, failed TLS handshake; logged here, closed).
+ *
+ * @throws {RefusalError} or the deadline's timeout: a bad or late request,
+ * to be answered.
+ */
+export async function readRequestOrDrop(
+  control: Duplex,
+  read: Promise<string>,
+  context: {
+    readonly signal: AbortSignal;
+    readonly slot: ConnectionSlot | undefined;
+    readonly logger: Logger;
+    /** The request, for the log line (`control request`). */
+    readonly what: string;
+  },
+): Promise<string | undefined> {
+  const { slot } = context;
+  try {
+    const text = await raceDeadline(context.signal, read);
+    slot?.complete();
+    return text;
+  } catch (error) {
+    if (slot?.evicted) return undefined;
+    if (error instanceof RefusalError || isTimeout(error)) throw error;
+    context.logger.warn(`Cannot read the ${context.what}: ${describeError(error)}`);
+    control.close();
+    return undefined;
+  }
+}
+
+/**
+ * The host part of a control client's address, which rate limits count
+ * by (its connections share their limit); `undefined` for a Unix socket,
+ * whose peers have no address.
+ */
+export function clientHost(remoteAddress: string): string | undefined {
+  if (remoteAddress.startsWith("unix:")) return undefined;
+  return remoteAddress.slice(0, remoteAddress.lastIndexOf(":"));
+}
+
+/**
+ * The reply's reason for a request that failed with `error`: a refusal's
+ * own words, `request timed out`, or `internal error`. Anything but a
+ * refusal (whose reason is logged by the caller) is logged here with its
+ * details, under `label` (`Control request`).
+ */
+export function failureReasonOf(error: unknown, logger: Logger, label: string): string {
+  if (error instanceof RefusalError) return error.message;
+  const timedOut = isTimeout(error);
+  (timedOut ? logger.warn : logger.error)(`${label} failed: ${describeError(error)}`);
+  return timedOut ? "request timed out" : "internal error";
 }
 
 /** How long a control client may take to accept its reply. */

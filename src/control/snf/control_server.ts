@@ -10,12 +10,15 @@
  */
 
 import type { Config, ConsoleType } from "../../config.ts";
-import { describeError, RefusalError } from "../../errors.ts";
+import { RefusalError } from "../../errors.ts";
 import type { Duplex } from "../../io/duplex.ts";
-import { isTimeout, raceDeadline, startDeadline } from "../../io/deadline.ts";
+import { raceDeadline, startDeadline } from "../../io/deadline.ts";
 import type { ConnectionSlot } from "../../io/connection_slots.ts";
 import {
+  clientHost,
+  failureReasonOf,
   readFramedRequest,
+  readRequestOrDrop,
   type RequestFraming,
   sendControlReply,
   startControlSocket,
@@ -154,27 +157,16 @@ export async function handleControlConnection(
   let setUp: { kind: ConsoleType; rendezvous: ViewerRoute["rendezvous"] } | undefined;
   try {
     using phase = startDeadline(config.controlTimeoutMs, deps.stopping);
-    let text: string;
-    try {
-      text = await raceDeadline(
-        phase.signal,
-        readRequestText(control, { maxBytes: config.controlMaxBytes, slot }),
-      );
-      slot?.complete();
-    } catch (error) {
-      // Dropped for a newcomer (logged by the slots): its socket is closed.
-      if (slot?.evicted) return;
-      if (error instanceof RefusalError || isTimeout(error)) throw error;
-      // The transport failed (reset, failed TLS handshake): nobody to answer.
-      logger.warn(`Cannot read the control request: ${describeError(error)}`);
-      control.close();
-      return;
-    }
+    const text = await readRequestOrDrop(
+      control,
+      readRequestText(control, { maxBytes: config.controlMaxBytes, slot }),
+      { signal: phase.signal, slot, logger, what: "control request" },
+    );
+    if (text === undefined) return;
     received = performance.now();
     metrics?.requested();
-    // The port is dropped: one host's connections share their limit.
-    const host = control.remoteAddress.slice(0, control.remoteAddress.lastIndexOf(":"));
-    deps.rateLimit?.chargeAddress(host);
+    const host = clientHost(control.remoteAddress);
+    if (host !== undefined) deps.rateLimit?.chargeAddress(host);
     const request = parseForwardRequest(text);
     await raceDeadline(
       phase.signal,
@@ -244,15 +236,7 @@ export async function handleControlConnection(
     );
     setUp = { kind: request.type, rendezvous: route.rendezvous };
   } catch (error) {
-    const reason = error instanceof RefusalError
-      ? error.message
-      : isTimeout(error)
-      ? "request timed out"
-      : "internal error";
-    if (!(error instanceof RefusalError)) {
-      const log = isTimeout(error) ? logger.warn : logger.error;
-      log(`Control request failed: ${describeError(error)}`);
-    }
+    const reason = failureReasonOf(error, logger, "Control request");
     logger.warn(`FAILED forwarding: ${reason}`, { event: "forwarding_failed", reason });
     // Requests that never arrived whole (timeouts, oversize) count too.
     if (received === undefined) metrics?.requested();

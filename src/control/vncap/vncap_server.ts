@@ -14,9 +14,9 @@
  */
 
 import type { Config, ConsoleType } from "../../config.ts";
-import { describeError, RefusalError } from "../../errors.ts";
+import { RefusalError } from "../../errors.ts";
 import type { Duplex } from "../../io/duplex.ts";
-import { isTimeout, raceDeadline, startDeadline } from "../../io/deadline.ts";
+import { startDeadline } from "../../io/deadline.ts";
 import type { ConnectionSlot } from "../../io/connection_slots.ts";
 import { type Cidr, cidrContains, parseCidr } from "../../io/cidr.ts";
 import type { TlsMaterial } from "../../io/tls_material.ts";
@@ -28,8 +28,11 @@ import type { BackendTarget } from "../../rfb/backend_handshake.ts";
 import { describeBackend } from "../../rfb/backend_handshake.ts";
 import { type AdmissionDeps, admit, type Admitted, type ViewerRoute } from "../admission.ts";
 import {
+  clientHost,
   type ControlSocket,
+  failureReasonOf,
   readFramedRequest,
+  readRequestOrDrop,
   sendControlReply,
   startControlSocket,
 } from "../control_socket.ts";
@@ -139,37 +142,25 @@ export async function handleVncapConnection(
   let request: VncapRequest | undefined;
   try {
     using phase = startDeadline(config.controlTimeoutMs, deps.stopping);
-    let text: string;
-    try {
-      text = await raceDeadline(
-        phase.signal,
-        readFramedRequest(control, {
-          maxBytes: VNCAP_MAX_LINE_BYTES,
-          slot,
-          framing: new CrlfLineFraming(),
-          errors: {
-            empty: "malformed request: empty",
-            incomplete: "malformed request: no \\r\\n line end",
-            tooLarge: "malformed request: line too long",
-          },
-        }),
-      );
-      slot?.complete();
-    } catch (error) {
-      if (slot?.evicted) return;
-      if (error instanceof RefusalError || isTimeout(error)) throw error;
-      logger.warn(`Cannot read the vncap request: ${describeError(error)}`);
-      control.close();
-      return;
-    }
+    const text = await readRequestOrDrop(
+      control,
+      readFramedRequest(control, {
+        maxBytes: VNCAP_MAX_LINE_BYTES,
+        slot,
+        framing: new CrlfLineFraming(),
+        errors: {
+          empty: "malformed request: empty",
+          incomplete: "malformed request: no \\r\\n line end",
+          tooLarge: "malformed request: line too long",
+        },
+      }),
+      { signal: phase.signal, slot, logger, what: "vncap request" },
+    );
+    if (text === undefined) return;
     received = performance.now();
     metrics?.requested();
-    if (!control.remoteAddress.startsWith("unix:")) {
-      // The port is dropped: one host's connections share their limit.
-      deps.rateLimit?.chargeAddress(
-        control.remoteAddress.slice(0, control.remoteAddress.lastIndexOf(":")),
-      );
-    }
+    const host = clientHost(control.remoteAddress);
+    if (host !== undefined) deps.rateLimit?.chargeAddress(host);
     request = parseVncapRequest(text);
     kind = request.ws ? (request.tls ? "vnc-wss" : "vnc-ws") : "vnc";
     const target: BackendTarget = {
@@ -227,15 +218,7 @@ export async function handleVncapConnection(
     );
   } catch (error) {
     port = undefined;
-    const reason = error instanceof RefusalError
-      ? error.message
-      : isTimeout(error)
-      ? "request timed out"
-      : "internal error";
-    if (!(error instanceof RefusalError)) {
-      const log = isTimeout(error) ? logger.warn : logger.error;
-      log(`vncap request failed: ${describeError(error)}`);
-    }
+    const reason = failureReasonOf(error, logger, "vncap request");
     logger.warn(`FAILED forwarding: ${reason}`, {
       event: "forwarding_failed",
       protocol: "vncap",
