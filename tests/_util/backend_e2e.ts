@@ -88,25 +88,6 @@ export async function assertCaptureShows(
   assert.equal(countDifferentPixels(image, screen, tolerance), 0, "pixels differ from screendump");
 }
 
-/** Waits until the daemon has logged `count` lines matching `pattern`. */
-export async function waitForLines(
-  daemon: DaemonProcess,
-  pattern: RegExp,
-  count: number,
-  timeoutMs = 10_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (daemon.lines.filter((line) => pattern.test(line)).length < count) {
-    if (Date.now() > deadline) {
-      throw new Error(
-        `Fewer than ${count} log lines match ${pattern} within ${timeoutMs} ms:\n` +
-          daemon.lines.join("\n"),
-      );
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
 /**
  * Asserts nothing the daemon printed (stderr, where it logs, and stdout) contains any of
  * `secrets`; the daemons of these tests run with `--debug`.

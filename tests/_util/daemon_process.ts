@@ -36,6 +36,26 @@ export interface DaemonProcess extends AsyncDisposable {
   readonly status: Promise<Deno.CommandStatus>;
 }
 
+/** Polls until the daemon has logged `count` lines matching `pattern` in all. */
+export async function waitForLines(
+  daemon: DaemonProcess,
+  pattern: RegExp,
+  count: number,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  let seen = 0;
+  while ((seen = daemon.lines.filter((line) => pattern.test(line)).length) < count) {
+    if (performance.now() > deadline) {
+      throw new Error(
+        `Only ${seen} of ${count} log lines match ${pattern} within ${timeoutMs} ms:\n` +
+          daemon.lines.join("\n"),
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 /** Options of {@linkcode startDaemon}. */
 export interface StartDaemonOptions {
   /** Extra flags. */

@@ -182,3 +182,22 @@ export function collectLines(stream: ReadableStream<Uint8Array>): LineLog {
     },
   };
 }
+
+/**
+ * Ends a package test whatever happened: kills the installed daemon if it
+ * still runs, purges the package and removes the test's work directory.
+ */
+export async function cleanUpInstall(
+  daemon: Deno.ChildProcess | undefined,
+  work: string,
+): Promise<void> {
+  if (daemon !== undefined) {
+    try {
+      daemon.kill("SIGKILL");
+    } catch { /* gone */ }
+    await daemon.status;
+    await daemon.stderr.cancel().catch(() => {});
+  }
+  await run("dpkg", ["--purge", PACKAGE]);
+  await Deno.remove(work, { recursive: true });
+}

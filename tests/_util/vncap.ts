@@ -97,19 +97,3 @@ export function replyPort(reply: string): number {
   if (match === null) throw new Error(`Not a port reply: ${JSON.stringify(reply)}`);
   return Number(match[1]);
 }
-
-/** Waits until `count` log lines match `pattern` (polling; bounded by `timeoutMs`). */
-export async function waitForLines(
-  daemon: DaemonProcess,
-  pattern: RegExp,
-  count: number,
-  timeoutMs = 10_000,
-): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (daemon.lines.filter((line) => pattern.test(line)).length < count) {
-    if (performance.now() > deadline) {
-      throw new Error(`Fewer than ${count} lines match ${pattern}:\n${daemon.lines.join("\n")}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}

@@ -27,7 +27,7 @@ import {
   NOVNC_DIR,
   openNoVnc,
 } from "../_util/browser.ts";
-import { requestForwardingRaw } from "../_util/daemon_process.ts";
+import { requestForwardingRaw, waitForLines } from "../_util/daemon_process.ts";
 import {
   type GatewayDaemon,
   readPayload,
@@ -209,17 +209,6 @@ function linesSince(gw: GatewayDaemon, from: number): string[] {
 function assertNoSecrets(lines: readonly string[], secrets: readonly string[]): void {
   for (const line of lines) {
     for (const secret of secrets) assert.ok(!line.includes(secret), `secret in log: ${line}`);
-  }
-}
-
-/** Waits until the daemon has logged `count` lines matching `pattern` in all. */
-async function waitForCount(gw: GatewayDaemon, pattern: RegExp, count: number): Promise<void> {
-  const deadline = Date.now() + STEP_TIMEOUT_MS;
-  while (gw.daemon.lines.filter((line) => pattern.test(line)).length < count) {
-    if (Date.now() > deadline) {
-      throw new Error(`Fewer than ${count} lines match ${pattern}:\n${gw.daemon.lines.join("\n")}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
 
@@ -529,7 +518,7 @@ Deno.test({
     `https://${host}:${reply.source_port}/vnc.html?${query}`,
   );
   await page.page.close();
-  await waitForCount(gw, /Session ended \(client closed\)/, 1);
+  await waitForLines(gw.daemon, /Session ended \(client closed\)/, 1, STEP_TIMEOUT_MS);
 
   const second = await snf("raw-v1ew");
   assert.equal(second.status, "OK", JSON.stringify(second));
@@ -545,7 +534,7 @@ Deno.test({
   } finally {
     socket.close();
   }
-  await waitForCount(gw, /Session ended \(client closed\)/, 2);
-  await waitForCount(gw, /matched a pending forwarding by its password/, 2);
+  await waitForLines(gw.daemon, /Session ended \(client closed\)/, 2, STEP_TIMEOUT_MS);
+  await waitForLines(gw.daemon, /matched a pending forwarding by its password/, 2, STEP_TIMEOUT_MS);
   assertNoSecrets(gw.daemon.lines, [VNC_PASSWORD, "raw-v1ew", CONTROL_PASSWORD]);
 });

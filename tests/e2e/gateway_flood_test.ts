@@ -7,7 +7,11 @@
  */
 
 import assert from "node:assert/strict";
-import { openIdleConnections, requestForwardingRaw } from "../_util/daemon_process.ts";
+import {
+  openIdleConnections,
+  requestForwardingRaw,
+  waitForLines,
+} from "../_util/daemon_process.ts";
 import { startFakeVncServer } from "../_util/fake_vnc_server.ts";
 import { type GatewayDaemon, startGatewayDaemon, viewerHandshake } from "../_util/gateway.ts";
 import { connectRawWebSocket, type RawWebSocketOptions } from "../_util/raw_websocket.ts";
@@ -30,23 +34,6 @@ function mint(gw: GatewayDaemon, backendPort: number, fields: Record<string, unk
 
 function tlsOf(gw: GatewayDaemon): Required<Pick<RawWebSocketOptions, "tls">> {
   return { tls: { caCerts: [gw.certificate!.cert], hostname: "localhost" } };
-}
-
-/** Polls until `count` log lines match `pattern`. */
-async function waitForLines(
-  gw: GatewayDaemon,
-  pattern: RegExp,
-  count: number,
-  timeoutMs: number,
-): Promise<void> {
-  const until = performance.now() + timeoutMs;
-  let seen = 0;
-  while ((seen = gw.daemon.lines.filter((line) => pattern.test(line)).length) < count) {
-    if (performance.now() > until) {
-      throw new Error(`Only ${seen} of ${count} log lines matching ${pattern}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 /**
@@ -94,7 +81,7 @@ for (const plain of [false, true]) {
     using flood = await openIdleConnections(gw.gatewayPort, 2_000);
     // Each flood connection past the cap pushed out the one idle longest.
     await waitForLines(
-      gw,
+      gw.daemon,
       /Gateway connection cap of 1024 reached: dropped the one idle/,
       976,
       30_000,

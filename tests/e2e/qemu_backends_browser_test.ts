@@ -16,9 +16,8 @@ import {
   assertOk,
   clientRequest,
   USERS,
-  waitForLines,
 } from "../_util/backend_e2e.ts";
-import { startDaemon } from "../_util/daemon_process.ts";
+import { startDaemon, waitForLines } from "../_util/daemon_process.ts";
 import { startGatewayDaemon } from "../_util/gateway.ts";
 import {
   countDifferentPixels,

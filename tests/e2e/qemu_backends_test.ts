@@ -17,9 +17,8 @@ import {
   assertOk,
   clientRequest,
   USERS,
-  waitForLines,
 } from "../_util/backend_e2e.ts";
-import { startDaemon } from "../_util/daemon_process.ts";
+import { startDaemon, waitForLines } from "../_util/daemon_process.ts";
 import { hasCommand, type QemuX509Options, startQemu } from "../_util/real_peers.ts";
 import { hasOpenssl, makeTestCertificateAuthority } from "../_util/tls.ts";
 

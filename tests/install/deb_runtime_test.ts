@@ -25,6 +25,7 @@ import { randomPool } from "../_util/daemon_process.ts";
 import {
   assertPurgeRemovesAll,
   assertRemoveKeepsData,
+  cleanUpInstall,
   collectLines,
   DEFAULTS,
   lockPackageTests,
@@ -474,15 +475,7 @@ Deno.test({
         assertPurgeRemovesAll,
       );
     } finally {
-      if (daemon !== undefined) {
-        try {
-          daemon.kill("SIGKILL");
-        } catch { /* gone */ }
-        await daemon.status;
-        await daemon.stderr.cancel().catch(() => {});
-      }
-      await run("dpkg", ["--purge", PACKAGE]);
-      await Deno.remove(work, { recursive: true });
+      await cleanUpInstall(daemon, work);
     }
   },
 });

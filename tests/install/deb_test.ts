@@ -17,6 +17,7 @@ import { DAEMON_PERMISSIONS, randomPool, requestForwardingRaw } from "../_util/d
 import {
   assertPurgeRemovesAll,
   assertRemoveKeepsData,
+  cleanUpInstall,
   collectLines,
   lockPackageTests,
   LOGS,
@@ -307,15 +308,7 @@ Deno.test({
         assertPurgeRemovesAll,
       );
     } finally {
-      if (daemon !== undefined) {
-        try {
-          daemon.kill("SIGKILL");
-        } catch { /* gone */ }
-        await daemon.status;
-        await daemon.stderr.cancel().catch(() => {});
-      }
-      await run("dpkg", ["--purge", PACKAGE]);
-      await Deno.remove(work, { recursive: true });
+      await cleanUpInstall(daemon, work);
     }
   },
 });

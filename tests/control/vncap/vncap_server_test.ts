@@ -9,17 +9,11 @@
 import assert from "node:assert/strict";
 import { startFakeVncServer } from "../../_util/fake_vnc_server.ts";
 import { connectViewer } from "../../_util/test_viewer.ts";
-import {
-  replyPort,
-  startVncapDaemon,
-  vncapRaw,
-  vncapRequest,
-  waitForLines,
-} from "../../_util/vncap.ts";
+import { replyPort, startVncapDaemon, vncapRaw, vncapRequest } from "../../_util/vncap.ts";
 import { readExact } from "../../../src/io/byte_reader.ts";
 import { ConnDuplex } from "../../../src/io/duplex.ts";
 import { encodeVersion } from "../../../src/rfb/rfb_messages.ts";
-import { runMain } from "../../_util/daemon_process.ts";
+import { runMain, waitForLines } from "../../_util/daemon_process.ts";
 import { metricsPort, scrape } from "../../_util/metrics.ts";
 
 const PASSWORD = "vncapPw1";
