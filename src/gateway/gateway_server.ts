@@ -280,10 +280,11 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
       // count against each other while their claims are in flight.
       if (deps.claimFailures.exhausted(peer.ip) !== undefined) return await tooMany();
       const claim = await tokens.claim(token, peer.ip);
-      if (!claim.ok) {
+      if (!claim.ok || claim.entry === undefined) {
         // The token (if it exists) is not burnt when only the address was wrong.
         deps.claimFailures.take(peer.ip);
-        await refuse(conn, duplex, 403, log, `token ${claim.hashPrefix}: ${claim.why}`, signal);
+        const why = claim.ok ? "issued elsewhere" : claim.why;
+        await refuse(conn, duplex, 403, log, `token ${claim.hashPrefix}: ${why}`, signal);
         return false;
       }
       phase.slot.complete();

@@ -35,6 +35,13 @@ export interface TokenIssueOptions {
    * IPv4-mapped IPv6). @default {undefined} (any address)
    */
   readonly clientAddress?: string;
+  /**
+   * What another instance needs to open the entry's session itself (secret:
+   * a shared store keeps it sealed, and only a claim of the token opens it).
+   * A store shared between instances requires it; the in-process one
+   * ignores it. @default {undefined}
+   */
+  readonly handover?: Uint8Array;
 }
 
 /** A token just issued: the secret for the viewer and the trace for logs. */
@@ -50,14 +57,35 @@ export interface IssuedToken {
 /**
  * Why a claim failed. `unknown` covers never issued, already claimed,
  * removed and long expired alike; a caller answers every refusal the same
- * way to its peer and only logs the difference.
+ * way to its peer and only logs the difference. `unavailable`: a shared
+ * store could not be asked (the token, if any, is untouched).
  */
-export type TokenRefusal = "unknown" | "expired" | "wrong-address";
+export type TokenRefusal = "unknown" | "expired" | "wrong-address" | "unavailable";
 
-/** The outcome of {@linkcode TokenStore.claim}; `hashPrefix` is for the log line either way. */
+/**
+ * The outcome of {@linkcode TokenStore.claim}; `hashPrefix` is for the log
+ * line either way. A token of a shared store may have been issued by
+ * another instance (or its entry here be gone): the claim then carries the
+ * issuer's `handover` instead of an entry, for this instance to open the
+ * session itself.
+ */
 export type TokenClaim<T> =
   | { readonly ok: true; readonly entry: T; readonly hashPrefix: string }
+  | {
+    readonly ok: true;
+    readonly entry: undefined;
+    readonly handover: Uint8Array;
+    readonly hashPrefix: string;
+  }
   | { readonly ok: false; readonly why: TokenRefusal; readonly hashPrefix: string };
+
+/** A shared store's server cannot be reached (or did not answer in time). */
+export class TokenStoreUnavailableError extends Error {
+  constructor(message = "token store unavailable", options?: ErrorOptions) {
+    super(message, options);
+    this.name = "TokenStoreUnavailableError";
+  }
+}
 
 /**
  * A store of one-time tokens, each guarding one entry. Asynchronous so that
@@ -71,6 +99,7 @@ export interface TokenStore<T> {
    * @throws {RangeError} on a lifetime that is not a positive number.
    * @throws {TypeError} on a client address that is not an IP address, or an
    * entry that already has a pending token.
+   * @throws {TokenStoreUnavailableError} when a shared store cannot be reached.
    */
   issue(entry: T, options: TokenIssueOptions): Promise<IssuedToken>;
   /**
@@ -87,6 +116,11 @@ export interface TokenStore<T> {
   remove(entry: T): Promise<boolean>;
   /** Expires every pending token (its owner is told) and refuses new ones. Idempotent. */
   close(): Promise<void>;
+  /**
+   * False while the store cannot issue or claim (a shared store whose server
+   * does not answer); readiness probes report it.
+   */
+  readonly available: boolean;
 }
 
 /** Options of {@linkcode MemoryTokenStore}. */
@@ -182,6 +216,11 @@ export class MemoryTokenStore<T> implements TokenStore<T>, AsyncDisposable {
   /** Tokens pending now. */
   get size(): number {
     return this.#byHash.size;
+  }
+
+  /** {@inheritDoc TokenStore.available} */
+  get available(): boolean {
+    return !this.#closed;
   }
 
   /** {@inheritDoc TokenStore.issue} */
