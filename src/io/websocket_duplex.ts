@@ -11,7 +11,7 @@
  * @module
  */
 
-import { readExact, UnexpectedEofError } from "./byte_reader.ts";
+import { readExact, readFull, UnexpectedEofError } from "./byte_reader.ts";
 import { BASE64_CHUNK, Base64Decoder, Base64Error, encodeBase64 } from "./base64_stream.ts";
 import type { Duplex } from "./duplex.ts";
 import {
@@ -84,6 +84,9 @@ export class WebSocketDuplex implements Duplex {
   /** Payload bytes of the current data frame already read (mask phase). */
   #position = 0;
   #maskKey: Uint8Array = new Uint8Array(4);
+  /** Where each frame header is read: nothing allocated per frame but its parse. */
+  readonly #header = new Uint8Array(MAX_FRAME_HEADER_LENGTH);
+  readonly #headerStart = this.#header.subarray(0, 2);
   /** A fragmented data message has begun and not yet ended. */
   #inMessage = false;
   /** A write is on the wire: later ones wait their turn in `#waiting`. */
@@ -261,19 +264,18 @@ export class WebSocketDuplex implements Duplex {
    */
   async #readFrameHeader(): Promise<boolean> {
     // Exact reads only: never consume a byte past this frame's header.
-    const start = new Uint8Array(2);
+    const start = this.#headerStart;
     const n = await this.#inner.read(start);
     if (n === null) {
       this.#shutDown();
       return false;
     }
-    if (n === 1) start[1] = (await readExact(this.#inner, 1))[0]!;
+    if (n === 1) await readFull(this.#inner, this.#header.subarray(1, 2));
     this.#heard();
     const headerLength = clientFrameHeaderLength(start);
-    const bytes = new Uint8Array(headerLength);
-    bytes.set(start);
-    bytes.set(await readExact(this.#inner, headerLength - 2), 2);
-    const header = parseClientFrameHeader(bytes);
+    await readFull(this.#inner, this.#header.subarray(2, headerLength));
+    // The parse copies the mask key, so the scratch header can be reused.
+    const header = parseClientFrameHeader(this.#header.subarray(0, headerLength));
 
     if (isControlOpcode(header.opcode)) {
       const payload = header.payloadLength === 0
