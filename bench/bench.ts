@@ -74,7 +74,8 @@ const FULL: BenchSizes = {
   stormInflight: 64,
   echoes: 2_000,
   crowdSessions: 1_000,
-  crowdEchoes: 20,
+  crowdEchoes: 10,
+  crowdIntervalMs: 500,
   sessions: [1_000, 5_000],
   bytesEach: MIB,
   idleSessions: 10_000,
@@ -94,6 +95,7 @@ const QUICK: BenchSizes = {
   echoes: 20,
   crowdSessions: 20,
   crowdEchoes: 5,
+  crowdIntervalMs: 20,
   sessions: [50],
   bytesEach: MIB,
   idleSessions: 100,
@@ -298,7 +300,8 @@ async function runSessionScenarios(ctx: Context): Promise<string | undefined> {
       await scenario(
         `echo ${name}, ${sizes.crowdSessions} sessions at once`,
         limitMs,
-        () => crowdEcho(target!, sizes.crowdSessions, sizes.crowdEchoes, 5, 64),
+        () =>
+          crowdEcho(target!, sizes.crowdSessions, sizes.crowdEchoes, 5, 64, sizes.crowdIntervalMs),
         (r) =>
           r.echoed === r.sessions
             ? undefined

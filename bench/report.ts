@@ -86,6 +86,8 @@ export interface BenchSizes {
   readonly crowdSessions: number;
   /** Timed echoes of each of them. */
   readonly crowdEchoes: number;
+  /** Milliseconds between two echoes of one of them (its typing). */
+  readonly crowdIntervalMs: number;
   /** Session counts of the concurrency runs (the largest also measures memory). */
   readonly sessions: readonly number[];
   /** Bytes each concurrent session streams. */
@@ -346,7 +348,8 @@ function rows(results: BenchResults, sizes: BenchSizes): Row[] {
     compared("echo p99 µs", e, "vnc-ws", (r) => r.us.p99),
   );
   const crowd = results.crowdEcho ?? {};
-  const crowdLabel = `echo, ${sizes.crowdSessions} sessions at once,`;
+  const crowdLabel =
+    `echo, ${sizes.crowdSessions} sessions typing at once (one echo each per ${sizes.crowdIntervalMs} ms),`;
   out.push(
     compared(
       `${crowdLabel} p50 µs`,

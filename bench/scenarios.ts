@@ -153,8 +153,10 @@ export interface CrowdEchoResult extends EchoResult {
 
 /**
  * Opens `sessions` sessions (`openInflight` at a time), then every one
- * makes `count` timed echoes one after another after `warmup` untimed
- * ones, all sessions at once: many consoles typing on one host.
+ * types: after `warmup` untimed echoes, `count` timed ones, one every
+ * `intervalMs` from a random phase, all sessions at once: many consoles
+ * typing on one host. Paced, so the figure is the relay's round trip
+ * under that load, not the queue of a load generator at its limit.
  */
 export async function crowdEcho(
   target: Target,
@@ -162,6 +164,7 @@ export async function crowdEcho(
   count: number,
   warmup: number,
   openInflight: number,
+  intervalMs: number,
 ): Promise<CrowdEchoResult> {
   const outcomes = await mapLimit(sessions, openInflight, () => target.open());
   const open: Session[] = [];
@@ -175,7 +178,11 @@ export async function crowdEcho(
     const echoAll = async (session: Session): Promise<void> => {
       const once = echoer(session.stream);
       for (let i = 0; i < warmup; i++) await once();
+      let next = performance.now() + Math.random() * intervalMs;
       for (let i = 0; i < count; i++) {
+        const wait = next - performance.now();
+        if (wait > 0) await sleep(wait);
+        next += intervalMs;
         const started = performance.now();
         await once();
         samples.push((performance.now() - started) * 1000);
