@@ -6,7 +6,10 @@
  *
  * `--quick` runs small sizes in a few seconds and only checks that every
  * scenario completed (exit status 1 otherwise); full mode prints the
- * issue's targets as PASS/MISS and never fails on them.
+ * issue's targets as PASS/MISS and never fails on them. `--only
+ * GROUP[,GROUP]` runs just those rows (to repeat a few on a quiet
+ * machine; see {@linkcode GROUPS}), `--sessions N[,N]` sets the
+ * concurrency runs' session counts.
  *
  * @module
  */
@@ -38,6 +41,7 @@ import {
 } from "./report.ts";
 import {
   concurrency,
+  crowdEcho,
   describe,
   echo,
   floodEcho,
@@ -69,6 +73,9 @@ const FULL: BenchSizes = {
   storm: 200,
   stormInflight: 64,
   echoes: 2_000,
+  crowdSessions: 1_000,
+  crowdEchoes: 10,
+  crowdIntervalMs: 500,
   sessions: [1_000, 5_000],
   bytesEach: MIB,
   idleSessions: 10_000,
@@ -86,6 +93,9 @@ const QUICK: BenchSizes = {
   storm: 20,
   stormInflight: 64,
   echoes: 20,
+  crowdSessions: 20,
+  crowdEchoes: 5,
+  crowdIntervalMs: 20,
   sessions: [50],
   bytesEach: MIB,
   idleSessions: 100,
@@ -95,6 +105,68 @@ const QUICK: BenchSizes = {
   floodMs: 1_000,
   floodBaselineEchoes: 20,
 };
+
+/** The row groups `--only` takes, each with what it runs. */
+export const GROUPS = {
+  password: "the control password check",
+  throughput: "one stream each: direct, socat, vnc, websockify, vnc-ws",
+  echo: "echo round trips through one session",
+  "crowd-echo": "echo round trips of many sessions at once",
+  setup: "sequential set-ups",
+  storm: "set-ups with many in flight",
+  flood: "echo during a control flood",
+  sessions: "many sessions streaming at once, per count: direct, socat, vnc, vnc-ws",
+  idle: "idle-session memory",
+  gateway: "the gateway's one session: throughput and set-up, beside websockify's token plugin",
+  "gateway-sessions": "the gateway's crowds at every count (and websockify's)",
+} as const;
+
+/** A row group of `--only`. */
+export type Group = keyof typeof GROUPS;
+
+const USAGE = "Usage: deno task bench [--quick] [--only GROUP[,GROUP]] [--sessions N[,N]]\n" +
+  `Groups: ${Object.keys(GROUPS).join(", ")}`;
+
+/** What the command line asks for. */
+interface Arguments {
+  readonly quick: boolean;
+  /** The groups to run; all when `--only` is absent. */
+  readonly groups: ReadonlySet<Group>;
+  /** Session counts instead of the mode's. */
+  readonly sessions?: readonly number[];
+}
+
+/** Parses the arguments; a message for the user when they make no sense. */
+export function parseArguments(args: readonly string[]): Arguments | string {
+  let quick = false;
+  let groups: Set<Group> = new Set(Object.keys(GROUPS) as Group[]);
+  let sessions: number[] | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const [name, inline] = arg.startsWith("--") && arg.includes("=")
+      ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)]
+      : [arg, undefined];
+    if (name === "--quick" && inline === undefined) {
+      quick = true;
+      continue;
+    }
+    if (name !== "--only" && name !== "--sessions") return `unknown argument: ${arg}`;
+    const value = inline ?? args[++i];
+    if (value === undefined || value === "") return `${name} needs a value`;
+    const items = value.split(",").map((item) => item.trim());
+    if (name === "--only") {
+      const unknown = items.filter((item) => !(item in GROUPS));
+      if (unknown.length > 0) return `unknown group: ${unknown.join(", ")}`;
+      groups = new Set(items as Group[]);
+    } else {
+      sessions = items.map(Number);
+      if (sessions.some((n) => !Number.isInteger(n) || n < 1 || n > 20_000)) {
+        return `--sessions takes counts from 1 to 20000: ${value}`;
+      }
+    }
+  }
+  return { quick, groups, ...(sessions ? { sessions } : {}) };
+}
 
 const encoder = new TextEncoder();
 
@@ -170,6 +242,7 @@ async function probeWebSocket(target: Target): Promise<string | undefined> {
 interface Context {
   readonly sizes: BenchSizes;
   readonly quick: boolean;
+  readonly groups: ReadonlySet<Group>;
   readonly users: UsersFile;
   readonly fake: FakeServer;
   readonly socat?: Reference;
@@ -192,6 +265,8 @@ function referenceTargets(ctx: Context, ws: boolean): Partial<Record<TargetName,
 async function runSessionScenarios(ctx: Context): Promise<string | undefined> {
   const { sizes, results } = ctx;
   const limitMs = ctx.quick ? 60_000 : 180_000;
+  const oneDaemon: Group[] = ["throughput", "echo", "crowd-echo", "setup", "storm"];
+  if (!oneDaemon.some((group) => ctx.groups.has(group))) return undefined;
   await using daemon: Daemon = await startDaemon(ctx.users, ctx.fake.port, POOL);
   const vnc = proxyTarget("vnc", daemon.endpoint, daemon.pid);
   const vncWs = proxyTarget("vnc-ws", daemon.endpoint, daemon.pid);
@@ -205,7 +280,8 @@ async function runSessionScenarios(ctx: Context): Promise<string | undefined> {
     ["websockify", referenceTargets(ctx, true).websockify, sizes.wsBytes],
     ["vnc-ws", vncWs, sizes.wsBytes],
   ];
-  for (const [name, target, bytes] of plan) {
+  const wants = (group: Group) => ctx.groups.has(group);
+  for (const [name, target, bytes] of wants("throughput") ? plan : []) {
     results.throughput[name] = skipIf(name, target, wsUnavailable) ??
       await scenario(
         `throughput ${name}`,
@@ -213,11 +289,26 @@ async function runSessionScenarios(ctx: Context): Promise<string | undefined> {
         () => throughput(target!, bytes, Math.min(bytes, 16 * MIB)),
       );
   }
-  for (const [name, target] of plan) {
+  for (const [name, target] of wants("echo") ? plan : []) {
     results.echo[name] = skipIf(name, target, wsUnavailable) ??
       await scenario(`echo ${name}`, limitMs, () => echo(target!, sizes.echoes, 20));
   }
-  for (const [type, target] of [["vnc", vnc], ["vnc-ws", vncWs]] as const) {
+  // websockify forks a process per session: no crowd of it.
+  const crowd = plan.filter(([name]) => name !== "websockify");
+  for (const [name, target] of wants("crowd-echo") ? crowd : []) {
+    (results.crowdEcho ??= {})[name] = skipIf(name, target, wsUnavailable) ??
+      await scenario(
+        `echo ${name}, ${sizes.crowdSessions} sessions at once`,
+        limitMs,
+        () =>
+          crowdEcho(target!, sizes.crowdSessions, sizes.crowdEchoes, 5, 64, sizes.crowdIntervalMs),
+        (r) =>
+          r.echoed === r.sessions
+            ? undefined
+            : `${r.echoed}/${r.sessions} echoed; first error: ${r.firstError}`,
+      );
+  }
+  for (const [type, target] of wants("setup") ? [["vnc", vnc], ["vnc-ws", vncWs]] as const : []) {
     results.setup[type] = skipIf(type, target, wsUnavailable) ??
       await scenario(
         `set-up ${type} x${sizes.setups}`,
@@ -226,7 +317,7 @@ async function runSessionScenarios(ctx: Context): Promise<string | undefined> {
         allSucceeded,
       );
   }
-  for (const [type, target] of [["vnc", vnc], ["vnc-ws", vncWs]] as const) {
+  for (const [type, target] of wants("storm") ? [["vnc", vnc], ["vnc-ws", vncWs]] as const : []) {
     results.storm[type] = skipIf(type, target, wsUnavailable) ??
       await scenario(
         `storm ${type} x${sizes.storm}`,
@@ -375,8 +466,8 @@ function outcomes(results: BenchResults): [string, Outcome<unknown>][] {
   if (results.password) list.push(["password", results.password]);
   if (results.flood) list.push(["flood", results.flood]);
   if (results.idle) list.push(["idle sessions", results.idle]);
-  for (const family of ["throughput", "echo", "setup", "storm"] as const) {
-    for (const [name, outcome] of Object.entries(results[family])) {
+  for (const family of ["throughput", "echo", "crowdEcho", "setup", "storm"] as const) {
+    for (const [name, outcome] of Object.entries(results[family] ?? {})) {
       list.push([`${family} ${name}`, outcome as Outcome<unknown>]);
     }
   }
@@ -390,18 +481,23 @@ function outcomes(results: BenchResults): [string, Outcome<unknown>][] {
 }
 
 async function main(args: string[]): Promise<number> {
-  const unknown = args.filter((a) => a !== "--quick");
-  if (unknown.length > 0) {
-    progress(`unknown arguments: ${unknown.join(" ")}\nUsage: deno task bench [--quick]`);
+  const parsed = parseArguments(args);
+  if (typeof parsed === "string") {
+    progress(`${parsed}\n${USAGE}`);
     return 2;
   }
-  const quick = args.includes("--quick");
-  const sizes = quick ? QUICK : FULL;
+  const { quick, groups } = parsed;
+  const sizes: BenchSizes = {
+    ...(quick ? QUICK : FULL),
+    ...(parsed.sessions ? { sessions: parsed.sessions } : {}),
+  };
+  const wants = (group: Group) => groups.has(group);
   const started = performance.now();
 
   const ownLimit = raiseOwnOpenFiles();
   const machine = machineInfo();
-  print(`## vncauthproxy bench (${quick ? "quick" : "full"})\n`);
+  const only = groups.size < Object.keys(GROUPS).length ? `, only ${[...groups].join(", ")}` : "";
+  print(`## vncauthproxy bench (${quick ? "quick" : "full"}${only})\n`);
   print(
     `Machine: ${machine.nproc} CPUs, ${machine.cpuModel}, ${machine.memoryGb.toFixed(1)} GB, ` +
       `Linux ${machine.kernel}, Deno ${machine.deno.deno} (V8 ${machine.deno.v8}); ` +
@@ -421,6 +517,7 @@ async function main(args: string[]): Promise<number> {
   const ctx: Context = {
     sizes,
     quick,
+    groups,
     users,
     fake,
     ...(socat ? { socat } : {}),
@@ -428,27 +525,32 @@ async function main(args: string[]): Promise<number> {
     results,
   };
 
-  results.password = await scenario(
-    "password check",
-    30_000,
-    () => passwordCheck(users.path, users.user, users.password, quick ? 20 : 1_000),
-  );
+  if (wants("password")) {
+    results.password = await scenario(
+      "password check",
+      30_000,
+      () => passwordCheck(users.path, users.user, users.password, quick ? 20 : 1_000),
+    );
+  }
   const wsUnavailable = await runSessionScenarios(ctx);
-  await runFlood(ctx);
-  await runConcurrency(ctx, wsUnavailable);
-  await runIdleMemory(ctx, ownLimit);
-  results.gateway = await runGateway({
-    sizes,
-    quick,
-    users,
-    fake,
-    pool: POOL,
-    websockify: websockify !== undefined,
-    scenario,
-  });
+  if (wants("flood")) await runFlood(ctx);
+  if (wants("sessions")) await runConcurrency(ctx, wsUnavailable);
+  if (wants("idle")) await runIdleMemory(ctx, ownLimit);
+  if (wants("gateway") || wants("gateway-sessions")) {
+    results.gateway = await runGateway({
+      sizes,
+      quick,
+      users,
+      fake,
+      pool: POOL,
+      websockify: websockify !== undefined,
+      scenario,
+      parts: { single: wants("gateway"), crowds: wants("gateway-sessions") },
+    });
+  }
 
   const full = !quick;
-  print(formatTable(results, sizes, full, gatewayRows(results)));
+  print(formatTable(results, sizes, full, gatewayRows(results), only === ""));
   const totalSeconds = Math.round(performance.now() - started) / 1000;
   const failures = outcomes(results).filter(([, o]) =>
     o.status === "failed" || (quick && o.status === "incomplete")
@@ -463,12 +565,13 @@ async function main(args: string[]): Promise<number> {
 
   const dir = new URL("./results/", import.meta.url).pathname;
   await Deno.mkdir(dir, { recursive: true });
-  const file = `${dir}${timestamp()}${quick ? "-quick" : ""}.json`;
+  const file = `${dir}${timestamp()}${quick ? "-quick" : ""}${only ? "-only" : ""}.json`;
   await Deno.writeTextFile(
     file,
     JSON.stringify(
       {
         mode: quick ? "quick" : "full",
+        groups: [...groups],
         machine,
         openFiles: ownLimit,
         sizes,

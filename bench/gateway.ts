@@ -55,6 +55,8 @@ export interface GatewayResults {
   sessions: number;
   /** websockify's session count (see {@linkcode WEBSOCKIFY_MAX_SESSIONS}). */
   websockifySessions: number;
+  /** The gateway's crowds at every session count of the run, by count. */
+  byCount?: Record<string, Outcome<ConcurrencyResult>>;
 }
 
 /**
@@ -85,6 +87,8 @@ export interface GatewayBenchDeps {
   /** Whether websockify is on PATH. */
   readonly websockify: boolean;
   readonly scenario: ScenarioRunner;
+  /** Which rows to run: one session's (throughput, set-up), crowds. @default {both} */
+  readonly parts?: { readonly single: boolean; readonly crowds: boolean };
 }
 
 /** The daemon flags of the gateway rows. */
@@ -236,13 +240,15 @@ export async function runGateway(deps: GatewayBenchDeps): Promise<GatewayResults
     concurrency: {},
     sessions,
     websockifySessions,
+    byCount: {},
   };
+  const parts = deps.parts ?? { single: true, crowds: true };
   const notInstalled = (): Outcome<never> => ({
     status: "not installed",
     seconds: 0,
     error: "websockify is not installed",
   });
-  {
+  if (parts.single) {
     await using daemon = await startGatewayDaemon(deps);
     await using websockify = deps.websockify
       ? await startTokenWebsockify(deps.fake.port)
@@ -267,6 +273,7 @@ export async function runGateway(deps: GatewayBenchDeps): Promise<GatewayResults
       );
     }
   }
+  if (!parts.crowds) return results;
   const options = {
     bytesEach: sizes.bytesEach,
     openInflight: 64,
@@ -287,21 +294,25 @@ export async function runGateway(deps: GatewayBenchDeps): Promise<GatewayResults
     },
     allStreamed,
   );
-  results.concurrency.gateway = await scenario(
-    `${sessions} sessions gateway`,
-    limitMs,
-    async () => {
-      await using daemon = await startGatewayDaemon(deps);
-      const target = gatewayTarget(daemon.endpoint, daemon.pid);
-      // A panel's first login: later ones are answered from the cache, as
-      // in steady state, instead of 64 crypts at once.
-      (await target.open()).stream.close();
-      // Let the fresh daemon settle before its baseline RSS is read.
-      await new Promise((resolve) => setTimeout(resolve, 500));
-      return await concurrency(target, sessions, options);
-    },
-    allStreamed,
-  );
+  for (const n of [...sizes.sessions].sort((a, b) => b - a)) {
+    results.byCount![String(n)] = await scenario(
+      `${n} sessions gateway`,
+      limitMs,
+      async () => {
+        await using daemon = await startGatewayDaemon(deps);
+        const target = gatewayTarget(daemon.endpoint, daemon.pid);
+        // A panel's first login: later ones are answered from the cache, as
+        // in steady state, instead of 64 crypts at once.
+        (await target.open()).stream.close();
+        // Let the fresh daemon settle before its baseline RSS is read.
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        // Only the largest count's memory is reported.
+        return await concurrency(target, n, { ...options, measureMemory: n === sessions });
+      },
+      allStreamed,
+    );
+  }
+  results.concurrency.gateway = results.byCount![String(sessions)]!;
   return results;
 }
 
@@ -313,6 +324,10 @@ export function gatewayOutcomes(results: GatewayResults | undefined): [string, O
     for (const [name, outcome] of Object.entries(results[family])) {
       list.push([`gateway ${family} ${name}`, outcome as Outcome<unknown>]);
     }
+  }
+  for (const [count, outcome] of Object.entries(results.byCount ?? {})) {
+    // The largest count is listed above, as the gateway's concurrency.
+    if (Number(count) !== results.sessions) list.push([`gateway ${count} sessions`, outcome]);
   }
   return list;
 }

@@ -7,6 +7,7 @@
  */
 
 import type { GatewayResults, GatewayTargetName } from "./gateway.ts";
+import type { ConcurrencyResult } from "./scenarios.ts";
 import { type BenchResults, cell, num, type Outcome, ratio, type Row, verdict } from "./report.ts";
 
 /** The issue's set-up target for the gateway, in milliseconds. */
@@ -79,5 +80,30 @@ export function gatewayRows(results: BenchResults): Row[] {
     row(`RSS MB, ${n} idle sessions`, g.concurrency, (r) => r.memory?.idleMb, {
       reference: null,
     }),
+    ...Object.entries(g.byCount ?? {}).map(([count, outcome]) =>
+      besideSocat(`${count} sessions aggregate MB/s, beside socat`, outcome, results, count)
+    ),
   ];
+}
+
+/** A gateway crowd's aggregate next to direct and socat at the same count. */
+function besideSocat(
+  metric: string,
+  outcome: Outcome<ConcurrencyResult>,
+  results: BenchResults,
+  count: string,
+): Row {
+  const family = results.concurrency[count] ?? {};
+  const pick = (r: ConcurrencyResult) => r.aggregateMbPerS;
+  const value = num(outcome, pick);
+  return {
+    metric: `gateway ${metric}`,
+    value: cell(outcome, pick),
+    direct: cell(family.direct, pick),
+    xDirect: ratio(value, num(family.direct, pick)),
+    reference: `socat ${cell(family.socat, pick)}`,
+    xReference: ratio(value, num(family.socat, pick)),
+    target: "",
+    verdict: "",
+  };
 }

@@ -141,6 +141,68 @@ export async function echo(target: Target, count: number, warmup: number): Promi
   }
 }
 
+/** Round trips of many sessions echoing at once. */
+export interface CrowdEchoResult extends EchoResult {
+  /** Sessions asked for. */
+  readonly sessions: number;
+  /** Sessions that opened and echoed every time. */
+  readonly echoed: number;
+  /** The first failure, if any. */
+  readonly firstError?: string;
+}
+
+/**
+ * Opens `sessions` sessions (`openInflight` at a time), then every one
+ * types: after `warmup` untimed echoes, `count` timed ones, one every
+ * `intervalMs` from a random phase, all sessions at once: many consoles
+ * typing on one host. Paced, so the figure is the relay's round trip
+ * under that load, not the queue of a load generator at its limit.
+ */
+export async function crowdEcho(
+  target: Target,
+  sessions: number,
+  count: number,
+  warmup: number,
+  openInflight: number,
+  intervalMs: number,
+): Promise<CrowdEchoResult> {
+  const outcomes = await mapLimit(sessions, openInflight, () => target.open());
+  const open: Session[] = [];
+  let firstError: string | undefined;
+  for (const outcome of outcomes) {
+    if (outcome.status === "fulfilled") open.push(outcome.value);
+    else firstError ??= `open: ${describe(outcome.reason)}`;
+  }
+  try {
+    const samples: number[] = [];
+    const echoAll = async (session: Session): Promise<void> => {
+      const once = echoer(session.stream);
+      for (let i = 0; i < warmup; i++) await once();
+      let next = performance.now() + Math.random() * intervalMs;
+      for (let i = 0; i < count; i++) {
+        const wait = next - performance.now();
+        if (wait > 0) await sleep(wait);
+        next += intervalMs;
+        const started = performance.now();
+        await once();
+        samples.push((performance.now() - started) * 1000);
+      }
+    };
+    const runs = await Promise.allSettled(open.map(echoAll));
+    for (const run of runs) {
+      if (run.status === "rejected") firstError ??= `echo: ${describe(run.reason)}`;
+    }
+    return {
+      sessions,
+      echoed: runs.filter((run) => run.status === "fulfilled").length,
+      us: roundedSummary(samples),
+      ...(firstError === undefined ? {} : { firstError }),
+    };
+  } finally {
+    for (const session of open) session.stream.close();
+  }
+}
+
 /** The relaying process's memory around a concurrency run. */
 export interface MemoryResult {
   /** RSS (MB) before the sessions opened. */

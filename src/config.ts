@@ -122,7 +122,7 @@ export interface Config {
   readonly backendDeny: readonly string[];
   /** Free relay buffer bytes kept for reuse after traffic calms down. */
   readonly relayBufferIdleBytes: number;
-  /** Relay buffer bytes lent out at once before sessions get small ones. */
+  /** Relay buffer bytes lent out at once before sessions get a fair share of them. */
   readonly relayBufferLentBytes: number;
 
   // Operations (metrics, health, logs, limits).
@@ -262,7 +262,8 @@ export const DEFAULT_CONFIG: Config = Object.freeze({
   backendAllow: [],
   backendDeny: [],
   relayBufferIdleBytes: 4 * 1024 * 1024,
-  relayBufferLentBytes: 64 * 1024 * 1024,
+  // 5,000 sessions streaming at once still read 64 KiB each (issue 16).
+  relayBufferLentBytes: 320 * 1024 * 1024,
   logFormat: "text",
   auditLogFile: undefined,
   metricsListen: undefined,

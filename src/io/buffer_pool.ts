@@ -7,9 +7,14 @@
  *
  * Two bounds: the pool keeps at most `maxIdleBytes` of free buffers for
  * reuse (the rest become garbage, so after a burst the process gives the
- * memory back), and while more than `maxLentBytes` are lent out, further
- * requests get a smaller size, so a burst of thousands of sessions
- * streaming at once cannot claim a megabyte each.
+ * memory back), and while more than `maxLentBytes` would be lent out, a
+ * request gets a fair share instead: `maxLentBytes` divided among the
+ * buffers lent, rounded down to a power of two, never below `fallbackSize`.
+ * So a burst of thousands of sessions streaming at once cannot claim a
+ * megabyte each, yet 1,000 of them still read 64 KiB at a time under the
+ * default 64 MiB, and a session that took a large buffer while the pool was
+ * quiet shrinks to its share at its next growth step
+ * ({@linkcode BufferPool.resize}).
  *
  * @module
  */
@@ -18,9 +23,9 @@
 export interface BufferPoolOptions {
   /** Free bytes kept for reuse. @default {4 MiB} */
   readonly maxIdleBytes?: number;
-  /** Bytes lent out before requests are scaled down. @default {64 MiB} */
+  /** Bytes lent out before requests get a fair share. @default {64 MiB} */
   readonly maxLentBytes?: number;
-  /** Size handed out once `maxLentBytes` is reached. @default {16 KiB} */
+  /** The smallest share, whatever is lent out. @default {16 KiB} */
   readonly fallbackSize?: number;
 }
 
@@ -32,6 +37,7 @@ export class BufferPool {
   readonly #fallbackSize: number;
   #idleBytes = 0;
   #lentBytes = 0;
+  #lentCount = 0;
 
   /** Creates an empty pool. */
   constructor(options: BufferPoolOptions = {}) {
@@ -45,33 +51,73 @@ export class BufferPool {
     return this.#lentBytes;
   }
 
+  /** Buffers currently lent out. */
+  get lentCount(): number {
+    return this.#lentCount;
+  }
+
   /** Free bytes kept for reuse. */
   get idleBytes(): number {
     return this.#idleBytes;
   }
 
   /**
-   * Lends a buffer of `size` bytes (a power of two), or of the fallback
-   * size while the pool has lent out too much. Give it back with
+   * The size a request for `size` bytes gets when `lent` bytes in `count`
+   * other buffers are out: `size` if it fits the bound, else the fair share.
+   */
+  #granted(size: number, lent: number, count: number): number {
+    if (lent + size <= this.#maxLentBytes) return size;
+    const share = floorPowerOfTwo(this.#maxLentBytes / (count + 1));
+    return Math.min(size, Math.max(share, this.#fallbackSize));
+  }
+
+  /**
+   * Lends a buffer of `size` bytes (a power of two), or of the fair share
+   * while the pool would lend out too much. Give it back with
    * {@linkcode give}.
    */
   take(size: number): Uint8Array {
-    const granted = this.#lentBytes + size > this.#maxLentBytes
-      ? Math.min(size, this.#fallbackSize)
-      : size;
-    const reused = this.#free.get(granted)?.pop();
-    if (reused !== undefined) this.#idleBytes -= granted;
-    this.#lentBytes += granted;
-    return reused ?? new Uint8Array(granted);
+    return this.#lend(this.#granted(size, this.#lentBytes, this.#lentCount));
+  }
+
+  /**
+   * Trades `buffer` (lent by this pool) for one of `size` bytes, or of the
+   * fair share, counting `buffer` as given back; returns `buffer` itself
+   * when the size it would get is its own, so a session streaming at its
+   * share keeps its buffer and nothing is allocated.
+   */
+  resize(buffer: Uint8Array, size: number): Uint8Array {
+    const granted = this.#granted(
+      size,
+      this.#lentBytes - buffer.length,
+      this.#lentCount - 1,
+    );
+    if (granted === buffer.length) return buffer;
+    this.give(buffer);
+    return this.#lend(granted);
   }
 
   /** Takes a buffer back; the caller must not use it any more. */
   give(buffer: Uint8Array): void {
     this.#lentBytes -= buffer.length;
+    this.#lentCount--;
     if (this.#idleBytes + buffer.length > this.#maxIdleBytes) return;
     let list = this.#free.get(buffer.length);
     if (list === undefined) this.#free.set(buffer.length, list = []);
     list.push(buffer);
     this.#idleBytes += buffer.length;
   }
+
+  #lend(size: number): Uint8Array {
+    const reused = this.#free.get(size)?.pop();
+    if (reused !== undefined) this.#idleBytes -= size;
+    this.#lentBytes += size;
+    this.#lentCount++;
+    return reused ?? new Uint8Array(size);
+  }
+}
+
+/** The largest power of two at or below `n` (1 for anything below 2). */
+function floorPowerOfTwo(n: number): number {
+  return n < 2 ? 1 : 2 ** Math.floor(Math.log2(n));
 }

@@ -22,13 +22,18 @@ export async function readExact(
   length: number,
 ): Promise<Uint8Array> {
   const buffer = new Uint8Array(length);
+  await readFull(source, buffer);
+  return buffer;
+}
+
+/** Fills `buffer` from `source`, however the peer splits the bytes. */
+export async function readFull(source: Duplex, buffer: Uint8Array): Promise<void> {
   let filled = 0;
-  while (filled < length) {
-    const n = await source.read(buffer.subarray(filled));
-    if (n === null) throw new UnexpectedEofError(length - filled);
+  while (filled < buffer.length) {
+    const n = await source.read(filled === 0 ? buffer : buffer.subarray(filled));
+    if (n === null) throw new UnexpectedEofError(buffer.length - filled);
     filled += n;
   }
-  return buffer;
 }
 
 /** Reads one byte. */

@@ -17,6 +17,19 @@ export interface Duplex {
   write(data: Uint8Array): Promise<void>;
   /** Closes the stream; idempotent. Pending reads and writes then reject. */
   close(): void;
+  /**
+   * Bytes a framing transport (a WebSocket) puts before each write's data.
+   * A writer that leaves this much room before its data and calls
+   * {@linkcode Duplex.writeAfterRoom} lets the header go out in the same
+   * write as the data, without a copy. Absent for plain byte streams.
+   */
+  readonly writeRoom?: number;
+  /**
+   * Writes `buffer[start, start + length)` as {@linkcode Duplex.write}
+   * would, and may first overwrite `buffer[0, start)` (the room) with its
+   * framing. Present exactly when {@linkcode Duplex.writeRoom} is.
+   */
+  writeAfterRoom?(buffer: Uint8Array, start: number, length: number): Promise<void>;
   /** The peer's address for log lines, e.g. `192.0.2.7:51234` or `[::1]:4000`. */
   readonly remoteAddress: string;
 }

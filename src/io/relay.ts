@@ -9,7 +9,8 @@
  * thousands of idle sessions hold little more than Deno's own cost of a
  * pending read. When a read fills the buffer (a framebuffer update in
  * bulk), the direction borrows a larger buffer from the pool, four times
- * larger at each full read up to {@linkcode MAX_RELAY_BUFFER}; after a short
+ * larger at each full read up to {@linkcode MAX_RELAY_BUFFER}, or the fair
+ * share the pool gives while many sessions stream at once; after a short
  * read it gives it back and waits on its tiny buffer again, and the next
  * bulk jumps straight back to the size it reached before. Backpressure is
  * natural: nothing is read until the previous chunk has been written.
@@ -72,6 +73,14 @@ export interface RelayOptions {
   readonly idleTimeoutMs?: number;
   /** End this long after the start, whatever flows; 0 never does. @default {0} */
   readonly maxDurationMs?: number;
+}
+
+/** Bytes of a cache line: reads land at a multiple of it. */
+const CACHE_LINE = 64;
+
+/** `n` rounded up to a multiple of `step`. */
+function alignUp(n: number, step: number): number {
+  return Math.ceil(n / step) * step;
 }
 
 /** Idle checks per idle period (so an idle end is at most 1/4 period late). */
@@ -182,6 +191,13 @@ class RelayState implements EventListenerObject {
  * Copies `from` → `to` until EOF or error, then ends the relay as `side`,
  * or as the other side when writing to it failed (with the error, if
  * any). Never rejects.
+ *
+ * Per chunk: one read, one write, the counter and the size check; no
+ * timer, no promise of its own and no allocation (a buffer changes only
+ * when the traffic's size does). When `to` frames its writes (a WebSocket),
+ * each read lands `to.writeRoom` bytes (rounded up to a cache line) into
+ * the buffer, so the frame's header is written in front of it and both go
+ * out in one write.
  */
 async function pump(
   from: Duplex,
@@ -190,28 +206,46 @@ async function pump(
   state: RelayState,
   side: "a" | "b",
 ): Promise<void> {
-  const idle = new Uint8Array(IDLE_RELAY_BUFFER);
+  // Rounded up to a cache line: the kernel copies into aligned memory faster.
+  const room = to.writeAfterRoom === undefined ? 0 : alignUp(to.writeRoom ?? 0, CACHE_LINE);
+  const idle = new Uint8Array(IDLE_RELAY_BUFFER + room);
   let buffer: Uint8Array = idle;
+  /** Where reads land: `buffer` past the room. */
+  let space = room === 0 ? buffer : buffer.subarray(room);
   let peak = FIRST_BULK_BUFFER;
   let error: unknown = undefined;
   let writing = false;
   try {
     while (true) {
-      const n = await from.read(buffer);
+      const n = await from.read(space);
       if (n === null) break;
       writing = true;
-      await to.write(n === buffer.length ? buffer : buffer.subarray(0, n));
+      if (room === 0) await to.write(n === space.length ? space : space.subarray(0, n));
+      else await to.writeAfterRoom!(buffer, room, n);
       writing = false;
       if (side === "a") state.counters.aToB += n;
       else state.counters.bToA += n;
-      if (n === buffer.length && buffer.length < MAX_RELAY_BUFFER) {
-        const size = buffer === idle ? peak : Math.min(buffer.length * 4, MAX_RELAY_BUFFER);
-        if (buffer !== idle) pool.give(buffer);
-        buffer = pool.take(size);
-        peak = Math.max(peak, buffer.length);
-      } else if (buffer !== idle && n < buffer.length / 8) {
+      let next = buffer;
+      if (n === space.length) {
+        // Full: grow (four times, up to the bound), or come back to the
+        // size reached before; the pool may answer with a fair share.
+        next = buffer === idle
+          ? pool.take(peak)
+          : pool.resize(buffer, Math.min(buffer.length * 4, MAX_RELAY_BUFFER));
+        if (next.length > idle.length) {
+          peak = Math.max(peak, next.length);
+        } else if (next !== buffer) {
+          // A pool with shares below the idle buffer (tests): stay small.
+          pool.give(next);
+          next = idle;
+        }
+      } else if (buffer !== idle && n < space.length / 8) {
         pool.give(buffer);
-        buffer = idle;
+        next = idle;
+      }
+      if (next !== buffer) {
+        buffer = next;
+        space = room === 0 ? buffer : buffer.subarray(room);
       }
     }
   } catch (caught) {

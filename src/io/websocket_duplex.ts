@@ -4,12 +4,14 @@
  * payload bytes straight from the socket into the caller's buffer and
  * unmasks them there, so TCP backpressure reaches the viewer and memory
  * stays bounded whatever it sends. A write sends one binary frame, with no
- * copy for large payloads, so memory stays bounded whatever the viewer does.
+ * copy for large payloads, so memory stays bounded whatever the viewer does;
+ * the relay leaves {@linkcode WebSocketDuplex.writeRoom} bytes before its
+ * data, so header and payload go out in one write with no copy at all.
  *
  * @module
  */
 
-import { readExact, UnexpectedEofError } from "./byte_reader.ts";
+import { readExact, readFull, UnexpectedEofError } from "./byte_reader.ts";
 import { BASE64_CHUNK, Base64Decoder, Base64Error, encodeBase64 } from "./base64_stream.ts";
 import type { Duplex } from "./duplex.ts";
 import {
@@ -18,10 +20,13 @@ import {
   encodeServerFrame,
   encodeServerFrameHeader,
   isControlOpcode,
+  MAX_FRAME_HEADER_LENGTH,
   OPCODE,
   parseClientFrameHeader,
+  serverFrameHeaderLength,
   unmask,
   WebSocketProtocolError,
+  writeServerFrameHeader,
 } from "./websocket_frames.ts";
 
 /**
@@ -79,10 +84,15 @@ export class WebSocketDuplex implements Duplex {
   /** Payload bytes of the current data frame already read (mask phase). */
   #position = 0;
   #maskKey: Uint8Array = new Uint8Array(4);
+  /** Where each frame header is read: nothing allocated per frame but its parse. */
+  readonly #header = new Uint8Array(MAX_FRAME_HEADER_LENGTH);
+  readonly #headerStart = this.#header.subarray(0, 2);
   /** A fragmented data message has begun and not yet ended. */
   #inMessage = false;
-  /** Tail of the chain that keeps frames from interleaving on the wire. */
-  #writeTail: Promise<void> = Promise.resolve();
+  /** A write is on the wire: later ones wait their turn in `#waiting`. */
+  #writing = false;
+  /** Writes waiting for the wire, first come first served. */
+  readonly #waiting: (() => void)[] = [];
   #closeSent = false;
   /** Set by a local close, the viewer's close, or a failure. */
   #closed = false;
@@ -95,6 +105,8 @@ export class WebSocketDuplex implements Duplex {
   readonly #base64: Base64Decoder | undefined;
   /** The peer's address as `host:port`. */
   readonly remoteAddress: string;
+  /** Room for the longest server frame header before a payload. */
+  readonly writeRoom: number = MAX_FRAME_HEADER_LENGTH - 4;
 
   /** Wraps `inner` (after the handshake); the duplex owns it from now on. */
   constructor(inner: Duplex, options: WebSocketDuplexOptions = {}) {
@@ -204,14 +216,29 @@ export class WebSocketDuplex implements Duplex {
         }
       });
     }
+    if (data.length <= COALESCE_LIMIT) return this.#send(encodeServerFrame(OPCODE.binary, data));
     return this.#serialize(async () => {
-      if (data.length <= COALESCE_LIMIT) {
-        await this.#inner.write(encodeServerFrame(OPCODE.binary, data));
-      } else {
-        await this.#inner.write(encodeServerFrameHeader(OPCODE.binary, data.length));
-        await this.#inner.write(data);
-      }
+      await this.#inner.write(encodeServerFrameHeader(OPCODE.binary, data.length));
+      await this.#inner.write(data);
     });
+  }
+
+  /**
+   * Sends `buffer[start, start + length)` as one binary frame, writing the
+   * header into the room before it, so header and payload go out in one
+   * write with no copy; `start` should be at least
+   * {@linkcode writeRoom}. Resolves as {@linkcode write} does.
+   *
+   * @throws {Deno.errors.BadResource} once closed.
+   */
+  writeAfterRoom(buffer: Uint8Array, start: number, length: number): Promise<void> {
+    const headerLength = serverFrameHeaderLength(length);
+    if (this.#base64 || length === 0 || headerLength > start || this.#closed || this.#closeSent) {
+      return this.write(buffer.subarray(start, start + length));
+    }
+    const at = start - headerLength;
+    writeServerFrameHeader(buffer, OPCODE.binary, length, at);
+    return this.#send(buffer.subarray(at, start + length));
   }
 
   /**
@@ -237,19 +264,18 @@ export class WebSocketDuplex implements Duplex {
    */
   async #readFrameHeader(): Promise<boolean> {
     // Exact reads only: never consume a byte past this frame's header.
-    const start = new Uint8Array(2);
+    const start = this.#headerStart;
     const n = await this.#inner.read(start);
     if (n === null) {
       this.#shutDown();
       return false;
     }
-    if (n === 1) start[1] = (await readExact(this.#inner, 1))[0]!;
+    if (n === 1) await readFull(this.#inner, this.#header.subarray(1, 2));
     this.#heard();
     const headerLength = clientFrameHeaderLength(start);
-    const bytes = new Uint8Array(headerLength);
-    bytes.set(start);
-    bytes.set(await readExact(this.#inner, headerLength - 2), 2);
-    const header = parseClientFrameHeader(bytes);
+    await readFull(this.#inner, this.#header.subarray(2, headerLength));
+    // The parse copies the mask key, so the scratch header can be reused.
+    const header = parseClientFrameHeader(this.#header.subarray(0, headerLength));
 
     if (isControlOpcode(header.opcode)) {
       const payload = header.payloadLength === 0
@@ -276,7 +302,7 @@ export class WebSocketDuplex implements Duplex {
   async #onControlFrame(opcode: number, payload: Uint8Array): Promise<void> {
     if (opcode === OPCODE.ping) {
       // RFC 6455 §5.5.2: answer with the same payload.
-      await this.#serialize(() => this.#inner.write(encodeServerFrame(OPCODE.pong, payload)));
+      await this.#send(encodeServerFrame(OPCODE.pong, payload));
     } else if (opcode === OPCODE.close) {
       this.#peerClose = parseClosePayload(payload);
       // RFC 6455 §5.5.1: echo the status code, then the stream is over.
@@ -301,7 +327,7 @@ export class WebSocketDuplex implements Duplex {
     }
     this.#closeSent = true;
     const frame = encodeServerFrame(OPCODE.close, payload);
-    const sending = this.#serialize(() => this.#inner.write(frame));
+    const sending = this.#send(frame);
     const timer = setTimeout(() => this.#closeInner(), CLOSE_WRITE_TIMEOUT_MS);
     sending.then(
       () => this.#closeInner(),
@@ -314,11 +340,46 @@ export class WebSocketDuplex implements Duplex {
     this.#innerClosed.resolve();
   }
 
-  /** Runs `task` after every write queued before it, so frames never interleave. */
-  #serialize(task: () => Promise<void>): Promise<void> {
-    const run = this.#writeTail.then(task);
-    this.#writeTail = run.then(ignore, ignore);
-    return run;
+  /**
+   * Writes `frame` after every write queued before it, so frames never
+   * interleave; with none on the wire it goes out at once, with no
+   * promise or closure beyond the write's own.
+   */
+  async #send(frame: Uint8Array): Promise<void> {
+    const turn = this.#turn();
+    if (turn !== undefined) await turn;
+    try {
+      await this.#inner.write(frame);
+    } finally {
+      this.#nextTurn();
+    }
+  }
+
+  /** Runs `task` (several writes) as one turn of {@linkcode #send}. */
+  async #serialize(task: () => Promise<void>): Promise<void> {
+    const turn = this.#turn();
+    if (turn !== undefined) await turn;
+    try {
+      await task();
+    } finally {
+      this.#nextTurn();
+    }
+  }
+
+  /** Takes the wire: at once when free, else after the writes before. */
+  #turn(): Promise<void> | undefined {
+    if (!this.#writing) {
+      this.#writing = true;
+      return undefined;
+    }
+    return new Promise<void>((resolve) => this.#waiting.push(resolve));
+  }
+
+  /** Hands the wire to the next waiting write, or frees it. */
+  #nextTurn(): void {
+    const next = this.#waiting.shift();
+    if (next === undefined) this.#writing = false;
+    else next();
   }
 
   #heard(): void {
@@ -350,8 +411,7 @@ export class WebSocketDuplex implements Duplex {
       return;
     }
     this.#pingSentAt = now;
-    this.#serialize(() => this.#inner.write(encodeServerFrame(OPCODE.ping, new Uint8Array(0))))
-      .catch(ignore);
+    this.#send(encodeServerFrame(OPCODE.ping, new Uint8Array(0))).catch(ignore);
     this.#armKeepalive(interval);
   }
 }

@@ -132,3 +132,116 @@ Deno.test("relay() ends as the side whose write failed, not the side that sent t
   assert.equal(result.endedBy, "a");
   assert.ok(result.error instanceof Deno.errors.BrokenPipe);
 });
+
+/**
+ * A source that answers each read by the script: `"full"` fills the
+ * buffer, a number returns that many bytes, and after the script, end of
+ * stream. Records each read's buffer size.
+ */
+function scriptedSource(script: readonly ("full" | number)[]) {
+  const sizes: number[] = [];
+  let at = 0;
+  const source = {
+    remoteAddress: "192.0.2.7:1",
+    sizes,
+    read(buffer: Uint8Array): Promise<number | null> {
+      sizes.push(buffer.length);
+      const step = script[at++];
+      if (step === undefined) return Promise.resolve(null);
+      return Promise.resolve(step === "full" ? buffer.length : step);
+    },
+    write: () => Promise.resolve(),
+    close() {},
+  };
+  return source;
+}
+
+/** A destination that takes every write at once and never sends; its read ends at close. */
+function sink() {
+  const ended = Promise.withResolvers<null>();
+  return {
+    remoteAddress: "192.0.2.8:1",
+    read: () => ended.promise,
+    write: (_data: Uint8Array) => Promise.resolve(),
+    close: () => ended.resolve(null),
+  };
+}
+
+Deno.test("relay() reads grow 4× per full read, fall back to 256 bytes after a short one, and jump back", async () => {
+  const source = scriptedSource([
+    ...Array<"full">(6).fill("full"),
+    1,
+    "full",
+    "full",
+  ]);
+  const result = await relay(source, sink(), { pool: new BufferPool() });
+  const KIB = 1024;
+  assert.deepEqual(source.sizes, [
+    256,
+    16 * KIB,
+    64 * KIB,
+    256 * KIB,
+    1024 * KIB,
+    1024 * KIB,
+    1024 * KIB, // the short read: back to the idle buffer
+    256,
+    1024 * KIB, // the size reached before, at once
+    1024 * KIB,
+  ]);
+  assert.equal(result.endedBy, "a");
+});
+
+Deno.test("relay() under a crowded pool reads its fair share, not the 16 KiB fallback", async () => {
+  const KIB = 1024;
+  const pool = new BufferPool({ maxLentBytes: 1024 * KIB, fallbackSize: 16 * KIB });
+  // Fifteen other sessions streaming with 64 KiB each.
+  const others = Array.from({ length: 15 }, () => pool.take(64 * KIB));
+  const source = scriptedSource(Array<"full">(5).fill("full"));
+  await relay(source, sink(), { pool });
+  // 1 MiB over 16 buffers: 64 KiB each.
+  assert.deepEqual(source.sizes, [256, 16 * KIB, 64 * KIB, 64 * KIB, 64 * KIB, 64 * KIB]);
+  for (const buffer of others) pool.give(buffer);
+  assert.equal(pool.lentBytes, 0);
+});
+
+Deno.test("relay() writes a small chunk at once, waiting for no more bytes and no timer", async () => {
+  const written = Promise.withResolvers<Uint8Array>();
+  const ended = Promise.withResolvers<null>();
+  let reads = 0;
+  const keyboard = {
+    remoteAddress: "192.0.2.7:1",
+    read(buffer: Uint8Array): Promise<number | null> {
+      if (reads++ > 0) return ended.promise; // nothing more is coming
+      buffer.set([4, 1, 0, 0, 0, 0, 0, 0x61]); // an RFB KeyEvent
+      return Promise.resolve(8);
+    },
+    write: () => Promise.resolve(),
+    close: () => ended.resolve(null),
+  };
+  const server = {
+    ...sink(),
+    write(data: Uint8Array): Promise<void> {
+      written.resolve(data.slice());
+      return Promise.resolve();
+    },
+  };
+  const controller = new AbortController();
+  const running = relay(keyboard, server, { signal: controller.signal });
+  // Loose bound: only a relay that waits for more bytes (or a timer that
+  // never comes) misses it.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const stalled = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error("the chunk was not written")), 5_000);
+  });
+  try {
+    assert.deepEqual(
+      await Promise.race([written.promise, stalled]),
+      Uint8Array.of(4, 1, 0, 0, 0, 0, 0, 0x61),
+    );
+  } finally {
+    clearTimeout(timer);
+  }
+  assert.equal(reads, 2, "the next read is already pending");
+  controller.abort();
+  await running;
+});
