@@ -26,7 +26,7 @@ import {
   type UsersFile,
   waitForPort,
 } from "./processes.ts";
-import type { BenchSizes, Outcome } from "./report.ts";
+import type { BenchSizes, GatewayResults, GatewayTargetName, Outcome } from "./report.ts";
 import {
   concurrency,
   type ConcurrencyResult,
@@ -36,28 +36,6 @@ import {
   type ThroughputResult,
 } from "./scenarios.ts";
 import { noneSecurity, openSession, type ProxyEndpoint, type Target } from "./sessions.ts";
-
-/** The two sides of the gateway rows. */
-export type GatewayTargetName = "gateway" | "websockify-token";
-
-/** Figures of one side, per scenario. */
-type PerTarget<T> = Partial<Record<GatewayTargetName, Outcome<T>>>;
-
-/** Everything the gateway rows show. */
-export interface GatewayResults {
-  /** One token session, server to client. */
-  throughput: PerTarget<ThroughputResult>;
-  /** Token issued, redeemed and handshaken, one after another. */
-  setup: PerTarget<SetupResult>;
-  /** Sessions open at once through the one port, and how many. */
-  concurrency: PerTarget<ConcurrencyResult>;
-  /** The gateway's session count (the largest of the run's). */
-  sessions: number;
-  /** websockify's session count (see {@linkcode WEBSOCKIFY_MAX_SESSIONS}). */
-  websockifySessions: number;
-  /** The gateway's crowds at every session count of the run, by count. */
-  byCount?: Record<string, Outcome<ConcurrencyResult>>;
-}
 
 /**
  * websockify forks one Python process per connection (several MB of private

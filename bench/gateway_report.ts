@@ -6,9 +6,18 @@
  * @module
  */
 
-import type { GatewayResults, GatewayTargetName } from "./gateway.ts";
 import type { ConcurrencyResult } from "./scenarios.ts";
-import { type BenchResults, cell, num, type Outcome, ratio, type Row, verdict } from "./report.ts";
+import {
+  type BenchResults,
+  cell,
+  type GatewayResults,
+  type GatewayTargetName,
+  num,
+  type Outcome,
+  ratio,
+  type Row,
+  verdict,
+} from "./report.ts";
 
 /** The set-up target for the gateway, in milliseconds. */
 const SETUP_P50_MS = 3;

@@ -17,7 +17,6 @@ import {
   type SetupResult,
   type ThroughputResult,
 } from "./scenarios.ts";
-import type { GatewayResults } from "./gateway.ts";
 import type { ProxyType } from "./sessions.ts";
 import { round } from "./stats.ts";
 
@@ -38,6 +37,28 @@ export interface Outcome<T> {
   readonly result?: T;
   /** Why it failed or is unavailable. */
   readonly error?: string;
+}
+
+/** The two sides of the gateway rows. */
+export type GatewayTargetName = "gateway" | "websockify-token";
+
+/** Figures of one side, per scenario. */
+type PerTarget<T> = Partial<Record<GatewayTargetName, Outcome<T>>>;
+
+/** Everything the gateway rows show. */
+export interface GatewayResults {
+  /** One token session, server to client. */
+  throughput: PerTarget<ThroughputResult>;
+  /** Token issued, redeemed and handshaken, one after another. */
+  setup: PerTarget<SetupResult>;
+  /** Sessions open at once through the one port, and how many. */
+  concurrency: PerTarget<ConcurrencyResult>;
+  /** The gateway's session count (the largest of the run's). */
+  sessions: number;
+  /** websockify's session count (see `WEBSOCKIFY_MAX_SESSIONS` in gateway.ts). */
+  websockifySessions: number;
+  /** The gateway's crowds at every session count of the run, by count. */
+  byCount?: Record<string, Outcome<ConcurrencyResult>>;
 }
 
 /** All figures of one run. */
