@@ -24,7 +24,8 @@ import {
   loadTls,
   type TlsMaterial,
 } from "./io/tls_material.ts";
-import { destinationPolicy } from "./control/admission.ts";
+import { type AdmissionDeps, admit, destinationPolicy } from "./control/admission.ts";
+import { decodeHandover } from "./control/handover.ts";
 import { type Gateway, type GatewayDeps, startGateway } from "./gateway/gateway_server.ts";
 import { StaticFiles } from "./gateway/static_files.ts";
 import { OriginPolicy } from "./http/origin_policy.ts";
@@ -136,6 +137,9 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
       cryptQueue: () => crypt.waiting,
       users: () => users.size,
       draining: () => draining,
+      ...(config.gatewayListen !== undefined
+        ? { tokenStore: () => gateway?.tokensAvailable ?? false }
+        : {}),
     });
     using _sampler = metrics;
     metrics.startLagSampler();
@@ -162,6 +166,12 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
           pending: pendingViewers,
           onRefused: (refusal) => metrics.viewerRefused(refusal),
         }),
+        // A token another instance minted: this one opens its session.
+        redeem: async (handover, log) => {
+          const admitted = await admit(decodeHandover(handover), log, admission);
+          sessions.start(admitted.session);
+          return admitted.handoff!;
+        },
       });
     }
 
@@ -170,7 +180,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
       "Cannot load --vncap-cert and --vncap-key",
       () => loadTls(vncapFiles),
     );
-    const admission = {
+    const admission: AdmissionDeps & Parameters<typeof startControlServer>[0] = {
       config,
       logger,
       users: () => users,
@@ -252,6 +262,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
             poolFree: () => ports.available,
             poolSize,
             draining: () => draining,
+            ...(gateway !== undefined ? { tokenStore: () => gateway!.tokensAvailable } : {}),
           },
           logger,
           resolveTimeoutMs: config.controlTimeoutMs,
@@ -368,7 +379,10 @@ function startupStep<T>(what: string, step: () => T): T {
 /** Builds the gateway's parts from the configuration and binds it. */
 async function startGatewayAtStart(
   config: Config,
-  deps: Pick<GatewayDeps, "logger" | "tls" | "stopping" | "origins" | "host" | "viewerGate">,
+  deps: Pick<
+    GatewayDeps,
+    "logger" | "tls" | "stopping" | "origins" | "host" | "viewerGate" | "redeem"
+  >,
 ): Promise<Gateway> {
   const listen = config.gatewayListen!;
   if (!config.gatewayPlain && deps.tls() === undefined) {
