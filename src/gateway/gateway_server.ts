@@ -342,9 +342,14 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
           claim.handover.fill(0);
         }
       }
-      const socket = await acceptUpgrade(duplex, verdict, {
-        pingIntervalMs: config.wsPingIntervalMs,
-      });
+      let socket: WebSocketDuplex;
+      try {
+        socket = await acceptUpgrade(duplex, verdict, { pingIntervalMs: config.wsPingIntervalMs });
+      } catch (error) {
+        // The token is spent: its session need not wait for a viewer that left.
+        await rendezvous.close();
+        throw error;
+      }
       return handOver(rendezvous, socket, false, log);
     }
     // --gateway-snf: the viewer's VNC Authentication answer names its
