@@ -490,7 +490,9 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
         ...(options.clientAddress !== undefined ? { clientAddress: options.clientAddress } : {}),
         ...(options.handover !== undefined ? { handover: options.handover() } : {}),
       });
-      remove = () => void tokens.remove(rendezvous).catch(() => {});
+      // Draining, the token stays redeemable on the other instances (if shared).
+      remove = () =>
+        void tokens.remove(rendezvous, { keepShared: deps.stopping.aborted }).catch(() => {});
       return {
         rendezvous,
         token: issued.token,
