@@ -50,7 +50,7 @@ export interface RedisProcess extends AsyncDisposable {
   cli(args: readonly string[]): Promise<string>;
 }
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr as Deno.NetAddr;
   listener.close();
@@ -62,7 +62,7 @@ export async function startRedis(options: RedisProcessOptions = {}): Promise<Red
   const mode = options.mode ?? "tcp";
   const dir = await Deno.makeTempDir({ prefix: "vap-redis-" });
   const socketPath = `${dir}/redis.sock`;
-  const port = mode === "unix" ? 0 : await freePort();
+  const port = mode === "unix" ? 0 : freePort();
   const args = [
     ...["--save", "", "--appendonly", "no", "--dir", dir, "--bind", "127.0.0.1"],
     ...(mode === "tcp" ? ["--port", String(port)] : ["--port", "0"]),

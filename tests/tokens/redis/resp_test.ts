@@ -196,7 +196,8 @@ Deno.test("RespParser reads back what encodeReply wrote, in any segmentation (pr
         }
         const parser = new RespParser({ maxDepth: 64 });
         const out: RespValue[] = [];
-        for (let i = 0, from = 0; from < wire.length; i++) {
+        let from = 0;
+        for (let i = 0; from < wire.length; i++) {
           const to = Math.min(wire.length, from + sizes[i % sizes.length]!);
           parser.push(wire.subarray(from, to));
           from = to;
