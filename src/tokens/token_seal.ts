@@ -16,7 +16,8 @@
  *   be linked without the key.
  *
  * The key file holds at least 32 bytes of key material: raw bytes, or the
- * same as text in hex (64 digits or more) or base64 (standard or url-safe).
+ * same as text in hex (64 digits or more; a file of hex digits is always
+ * read as hex) or base64 (standard or url-safe, 43 characters or more).
  * Surrounding white space of a text form is ignored. Make one with
  * `head -c 32 /dev/urandom > key` or `openssl rand -hex 32 > key`, give
  * every instance the same file, mode 0600 or 0640 (a world-readable file
@@ -182,7 +183,8 @@ export async function loadTokenStoreKey(path: string): Promise<TokenStoreKey> {
 /** Key material from a key file's bytes: hex text, base64 text, or the raw bytes. */
 function decodeKeyFile(bytes: Uint8Array): Uint8Array {
   const text = new TextDecoder("utf-8", { fatal: false }).decode(bytes).trim();
-  if (/^(?:[0-9a-f]{2}){32,}$/i.test(text)) return new Uint8Array(Buffer.from(text, "hex"));
+  // Hex text is always read as hex, so that a short hex key is refused, not taken raw.
+  if (/^(?:[0-9a-f]{2})+$/i.test(text)) return new Uint8Array(Buffer.from(text, "hex"));
   if (text.length >= 43 && /^[A-Za-z0-9+/_-]+={0,2}$/.test(text)) {
     const decoded = new Uint8Array(Buffer.from(text, "base64"));
     if (decoded.length >= MIN_TOKEN_STORE_KEY_BYTES) return decoded;
