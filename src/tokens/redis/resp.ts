@@ -263,7 +263,11 @@ export class RespParser {
     if (this.#replyBytes > this.#maxReply) {
       throw new RespProtocolError(`Reply larger than ${this.#maxReply} bytes`);
     }
-    if (this.#start === this.#end) this.#start = this.#end = this.#scanned = 0;
+    if (this.#start === this.#end) {
+      this.#start = this.#end = this.#scanned = 0;
+      // Do not keep a large reply's buffer for the connection's life.
+      if (this.#buffer.length > 65_536) this.#buffer = new Uint8Array(0);
+    }
   }
 
   /** Interprets a header line: a whole value, or OPENED for a bulk body or array to come. */
