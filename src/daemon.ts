@@ -45,6 +45,10 @@ import { type MetricsServer, startMetricsServer } from "./observe/metrics_server
 import { SessionQuota } from "./control/session_quota.ts";
 import { RequestRateLimit } from "./control/request_rate_limit.ts";
 import { PendingViewers, viewerGate } from "./session/viewer_gate.ts";
+import { RedisClient } from "./tokens/redis/redis_client.ts";
+import { parseRedisUrl } from "./tokens/redis/redis_url.ts";
+import { RedisTokenStore } from "./tokens/redis_token_store.ts";
+import { loadTokenStoreKey, type TokenStoreKey } from "./tokens/token_seal.ts";
 
 /** Collaborators of the daemon, replaceable in tests. */
 export interface DaemonDeps {
@@ -103,6 +107,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
   let draining = false;
   let gateway: Gateway | undefined;
   let metricsServer: MetricsServer | undefined;
+  let redis: RedisClient | undefined;
   const signalHandlers: [Deno.Signal, () => void][] = [];
   const crypt = new CryptPool(
     { size: config.cryptWorkers, queueLimit: config.cryptQueueLimit },
@@ -152,8 +157,19 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
     const origins = config.allowedOrigins === undefined
       ? undefined
       : startupStep("Invalid --allowed-origins", () => new OriginPolicy(config.allowedOrigins));
+    let sharedKey: TokenStoreKey | undefined;
+    if (config.tokenStore !== undefined) {
+      ({ redis, sharedKey } = await connectTokenStore(config, logger));
+    }
     if (config.gatewayListen !== undefined) {
+      const shared = redis === undefined ? undefined : { client: redis, key: sharedKey! };
       gateway = await startGatewayAtStart(config, {
+        ...(shared
+          ? {
+            tokens: (onExpire) =>
+              new RedisTokenStore({ ...shared, onExpire, maxTtlMs: config.maxTokenTtlMs }),
+          }
+          : {}),
         logger,
         tls: () => tls,
         stopping: stopping.signal,
@@ -336,6 +352,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
           (config.gatewayPlain ? " (plain HTTP)" : " (TLS)") +
           `, public URL ${gateway.publicUrl.origin}` +
           (config.gatewaySnf ? `, ${gateway.consoleType} requests by password` : "") +
+          (redis !== undefined ? `, tokens shared through ${redis.description}` : "") +
           (config.webDir ? `, serving ${config.webDir}` : ""),
       );
     }
@@ -360,6 +377,8 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
     await sessions.settled();
     // Last: health and metrics answer through the whole drain.
     await metricsServer?.close();
+    // After the gateway: its token store is closed.
+    await redis?.close();
     // After the control server: its last requests got their checks.
     crypt.close();
     pidFile?.release();
@@ -381,7 +400,7 @@ async function startGatewayAtStart(
   config: Config,
   deps: Pick<
     GatewayDeps,
-    "logger" | "tls" | "stopping" | "origins" | "host" | "viewerGate" | "redeem"
+    "logger" | "tls" | "stopping" | "origins" | "host" | "viewerGate" | "redeem" | "tokens"
   >,
 ): Promise<Gateway> {
   const listen = config.gatewayListen!;
@@ -426,6 +445,51 @@ async function startGatewayAtStart(
       { cause: error },
     );
   }
+}
+
+/**
+ * Connects to the shared token store (`--token-store`) with its key and
+ * CA. Redis need not answer yet: the daemon starts, refuses token requests
+ * and fails `/readyz` until it does, and logs each change.
+ *
+ * @throws {StartupError} on a malformed URL, or a key or CA file that
+ * cannot be used.
+ */
+async function connectTokenStore(
+  config: Config,
+  logger: Logger,
+): Promise<{ redis: RedisClient; sharedKey: TokenStoreKey }> {
+  const url = startupStep("Invalid --token-store", () => parseRedisUrl(config.tokenStore!));
+  let sharedKey: TokenStoreKey;
+  try {
+    sharedKey = await loadTokenStoreKey(config.tokenStoreKeyFile!);
+  } catch (error) {
+    throw new StartupError(`Cannot use --token-store-key-file: ${describeError(error)}`, {
+      cause: error,
+    });
+  }
+  const caCerts = config.redisCaFile === undefined
+    ? undefined
+    : [startupStep("Cannot read --redis-ca", () => Deno.readTextFileSync(config.redisCaFile!))];
+  let described = "";
+  let lost = false;
+  const redis = new RedisClient({
+    url,
+    ...(caCerts ? { caCerts } : {}),
+    onStateChange: (available, reason) => {
+      if (available) logger.info(`Token store ${described} answers${lost ? " again" : ""}`);
+      else logger.error(`Token store ${described} unreachable: ${reason ?? "no answer"}`);
+      lost ||= !available;
+    },
+  });
+  described = redis.description;
+  await redis.ready();
+  if (!redis.available) {
+    logger.error(
+      `Token store ${described} does not answer yet: token requests are refused until it does`,
+    );
+  }
+  return { redis, sharedKey };
 }
 
 /** The ws(s) origin a page at `url` opens its WebSocket to. */

@@ -223,11 +223,11 @@ export class RedisTokenStore<T> implements TokenStore<T>, AsyncDisposable {
   }
 
   /** {@inheritDoc TokenStore.remove} */
-  async remove(entry: T): Promise<boolean> {
+  async remove(entry: T, options: { readonly keepShared?: boolean } = {}): Promise<boolean> {
     const hash = this.#hashByEntry.get(entry);
     const removed = await this.#memory.remove(entry);
     this.#forget(entry);
-    if (hash !== undefined) {
+    if (hash !== undefined && options.keepShared !== true) {
       try {
         await this.#client.command(["DEL", this.#prefix + hash]);
       } catch {

@@ -371,6 +371,25 @@ Deno.test({
 });
 
 Deno.test({
+  name: "RedisTokenStore.remove() with keepShared lets go here only: another instance redeems it",
+  ignore: !hasRedis,
+  async fn() {
+    await using server = await startRedis();
+    const key = sharedKey();
+    await using a = await instance(server, key);
+    await using b = await instance(server, key);
+    const entry = { name: "draining" };
+    const issued = await a.store.issue(entry, { ttlMs: 30_000, handover: handoverOf(entry) });
+    assert.equal(await a.store.remove(entry, { keepShared: true }), true);
+    assert.equal(a.store.size, 0);
+    assert.equal((await dump(a.client)).size, 1);
+    const claim = await b.store.claim(issued.token, "192.0.2.7");
+    assert.equal(claim.ok && claim.entry === undefined, true);
+    assert.deepEqual(a.expired, []);
+  },
+});
+
+Deno.test({
   name:
     "RedisTokenStore.close() expires the local entries but leaves their tokens to the other instances",
   ignore: !hasRedis,
