@@ -49,7 +49,10 @@ export interface StartHaproxyOptions {
   readonly timeoutMs?: number;
 }
 
-/** What HAProxy's `show stat` says of a server: `UP`, `DOWN`, `no check`, `MAINT`... */
+/**
+ * What HAProxy's `show stat` says of a server: `UP`, `DOWN`, `no check`, `MAINT`..., or
+ * `not checked yet` before its first health check (HAProxy counts it UP until then).
+ */
 export type ServerStatus = string;
 
 /** A running haproxy, stopped and its files removed on dispose. */
@@ -168,7 +171,11 @@ export async function startHaproxy(options: StartHaproxyOptions): Promise<Haprox
     const statuses = new Map<string, ServerStatus>();
     for (const row of parseShowStat(await showStat(statsSocket))) {
       if (row.pxname === "be" && serverNames.includes(row.svname)) {
-        statuses.set(row.svname, row.status);
+        // A checked server starts out UP before its first check has run.
+        statuses.set(
+          row.svname,
+          /INI/.test(row.check_status ?? "") ? "not checked yet" : row.status,
+        );
       }
     }
     return statuses;

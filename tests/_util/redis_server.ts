@@ -244,7 +244,9 @@ export async function startRedisServer(
 
 /** A redis.conf argument in double quotes, backslash and quote escaped. */
 function quote(value: string): string {
-  if (/[\x00-\x1f\x7f]/.test(value)) throw new RangeError("No control characters in redis.conf");
+  if ([...value].some((c) => c < " " || c === "\x7f")) {
+    throw new RangeError("No control characters in redis.conf");
+  }
   return `"${value.replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`;
 }
 

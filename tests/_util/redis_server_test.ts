@@ -25,7 +25,7 @@ async function rawLine(conn: Deno.Conn, request: string): Promise<string> {
   return text.split("\r\n")[0];
 }
 
-async function isPortFree(port: number): Promise<boolean> {
+function isPortFree(port: number): boolean {
   try {
     Deno.listen({ hostname: "127.0.0.1", port }).close();
     return true;
@@ -79,7 +79,7 @@ test("restart() keeps the port and the config; stop() frees the port", async () 
   await redis.stop();
   assert.equal(redis.running, false);
   assert.throws(() => redis.pid, /stopped/);
-  assert.ok(await isPortFree(port), `port ${port} is still taken after stop()`);
+  assert.ok(isPortFree(port), `port ${port} is still taken after stop()`);
   await assert.rejects(
     Deno.connect({ hostname: "127.0.0.1", port }),
     Deno.errors.ConnectionRefused,
@@ -163,5 +163,5 @@ test("dispose stops the server and removes its files", async () => {
     assert.equal((await Deno.stat(dir)).isDirectory, true);
   }
   await assert.rejects(Deno.stat(dir), Deno.errors.NotFound);
-  assert.ok(await isPortFree(port));
+  assert.ok(isPortFree(port));
 });
