@@ -29,8 +29,13 @@ export function hasRedisServer(): boolean {
 export interface StartRedisServerOptions {
   /** `requirepass`: the default user needs this password. */
   readonly password?: string;
-  /** An ACL user with every right; the default user is then switched off. */
-  readonly user?: { readonly name: string; readonly password: string };
+  /**
+   * An ACL user, with `rules` (default `~* &* +@all`, every right); the default user is
+   * then switched off.
+   */
+  readonly user?: { readonly name: string; readonly password: string; readonly rules?: string };
+  /** More redis.conf lines, written after the harness's own (for settings under test). */
+  readonly configLines?: readonly string[];
   /** Also listen on a Unix socket in the temp dir (`socketPath`). */
   readonly unixSocket?: boolean;
   /** TLS only on the port (`rediss://`), with a server certificate from a fresh test CA. */
@@ -119,10 +124,12 @@ export async function startRedisServer(
     );
   }
   const socketPath = options.unixSocket ? `${dir}/redis.sock` : undefined;
-  const auth = options.user ?? (options.password === undefined ? undefined : {
-    name: "default",
-    password: options.password,
-  });
+  const auth = options.user !== undefined
+    ? { name: options.user.name, password: options.user.password }
+    : (options.password === undefined ? undefined : {
+      name: "default",
+      password: options.password,
+    });
   const configFile = `${dir}/redis.conf`;
   const writeConfig = (port: number) =>
     Deno.writeTextFile(
@@ -140,9 +147,12 @@ export async function startRedisServer(
         "databases 16",
         ...(options.password === undefined ? [] : [`requirepass ${quote(options.password)}`]),
         ...(options.user === undefined ? [] : [
-          `user ${quote(options.user.name)} on ${quote(`>${options.user.password}`)} ~* &* +@all`,
+          `user ${quote(options.user.name)} on ${quote(`>${options.user.password}`)} ${
+            options.user.rules ?? "~* &* +@all"
+          }`,
           "user default off",
         ]),
+        ...(options.configLines ?? []),
         "",
       ].join("\n"),
     );
