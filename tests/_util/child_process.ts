@@ -1,0 +1,124 @@
+/**
+ * A child process a test helper owns: its output kept (the tail) for error messages, and a
+ * stop that always ends in an exit (SIGTERM, then SIGKILL after a grace period).
+ *
+ * @module
+ */
+
+/** Bytes of a child's output kept for error messages (the tail). */
+const OUTPUT_TAIL_BYTES = 16 * 1024;
+/** How long a child gets to exit after SIGTERM before SIGKILL. */
+const KILL_GRACE_MS = 2_000;
+
+/** A spawned program whose stdout and stderr are read into one tail. */
+export class OwnedChild {
+  readonly #child: Deno.ChildProcess;
+  readonly #chunks: Uint8Array[] = [];
+  #size = 0;
+  readonly #drained: Promise<unknown>;
+  #exited = false;
+  readonly status: Promise<Deno.CommandStatus>;
+
+  /** Spawns `command` with `args`, stdin closed. */
+  constructor(command: string, args: readonly string[]) {
+    this.#child = new Deno.Command(command, {
+      args: [...args],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#drained = Promise.all([this.#drain(this.#child.stdout), this.#drain(this.#child.stderr)]);
+    this.status = this.#child.status.then((status) => {
+      this.#exited = true;
+      return status;
+    });
+  }
+
+  /** The process id. */
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  /** Whether the process has exited. */
+  get exited(): boolean {
+    return this.#exited;
+  }
+
+  /** The last bytes of stdout and stderr together, as text. */
+  output(): string {
+    const all = new Uint8Array(this.#size);
+    let offset = 0;
+    for (const chunk of this.#chunks) {
+      all.set(chunk, offset);
+      offset += chunk.length;
+    }
+    return new TextDecoder().decode(all).trim();
+  }
+
+  /** Sends `signal`; nothing when the process is gone. */
+  kill(signal: Deno.Signal): void {
+    try {
+      this.#child.kill(signal);
+    } catch {
+      // Already exited.
+    }
+  }
+
+  /** SIGTERM, SIGKILL after a grace period; resolves when it exited and its output is read. */
+  async stop(): Promise<Deno.CommandStatus> {
+    const timer = setTimeout(() => this.kill("SIGKILL"), KILL_GRACE_MS);
+    try {
+      this.kill("SIGTERM");
+      const status = await this.status;
+      await this.#drained;
+      return status;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async #drain(stream: ReadableStream<Uint8Array>): Promise<void> {
+    for await (const chunk of stream) {
+      this.#chunks.push(chunk);
+      this.#size += chunk.length;
+      while (this.#size > OUTPUT_TAIL_BYTES && this.#chunks.length > 1) {
+        this.#size -= this.#chunks.shift()!.length;
+      }
+    }
+  }
+}
+
+/** Resolves after `ms` milliseconds. */
+export function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Calls `probe` every `intervalMs` until it returns a value other than undefined, the child
+ * exits (then throws with its output), or `timeoutMs` passes (throws with the last reason
+ * `probe` gave through `lastError`).
+ */
+export async function pollUntil<T>(
+  what: string,
+  child: OwnedChild | undefined,
+  probe: () => Promise<T | undefined>,
+  options: { timeoutMs: number; intervalMs?: number },
+): Promise<T> {
+  const deadline = performance.now() + options.timeoutMs;
+  let lastError = "no attempt";
+  while (performance.now() < deadline) {
+    if (child?.exited) {
+      await child.stop();
+      throw new Error(`${what}: the process exited: ${child.output()}`);
+    }
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+      lastError = "not yet";
+    } catch (error) {
+      lastError = error instanceof Error ? error.message : String(error);
+    }
+    await delay(options.intervalMs ?? 50);
+  }
+  throw new Error(`${what} within ${options.timeoutMs} ms: ${lastError}`);
+}
