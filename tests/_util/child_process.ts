@@ -88,6 +88,40 @@ export class OwnedChild {
   }
 }
 
+/**
+ * The one running child of a helper that can stop and start its program again (Redis,
+ * HAProxy): `output()` is the running child's, or the last one's after it stopped.
+ */
+export class ChildSlot {
+  #child: OwnedChild | undefined;
+  #lastOutput = "";
+
+  /** The running child, if any. */
+  get current(): OwnedChild | undefined {
+    return this.#child;
+  }
+
+  /** Takes `child` as the running one; throws while another runs. */
+  set(child: OwnedChild): void {
+    if (this.#child !== undefined) throw new Error("A child is running already");
+    this.#child = child;
+  }
+
+  /** Stops the running child (see {@linkcode OwnedChild.stop}), keeping its output; idempotent. */
+  async stop(): Promise<void> {
+    const running = this.#child;
+    this.#child = undefined;
+    if (running === undefined) return;
+    await running.stop();
+    this.#lastOutput = running.output();
+  }
+
+  /** The tail of the running child's output, or of the last one's. */
+  output(): string {
+    return this.#child?.output() ?? this.#lastOutput;
+  }
+}
+
 /** Resolves after `ms` milliseconds. */
 export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

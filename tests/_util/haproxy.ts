@@ -11,8 +11,8 @@
  * @module
  */
 
-import { hasCommand } from "./real_peers.ts";
-import { OwnedChild, pollUntil } from "./child_process.ts";
+import { findFreePort, hasCommand } from "./real_peers.ts";
+import { ChildSlot, OwnedChild, pollUntil } from "./child_process.ts";
 
 const LOOPBACK = "127.0.0.1";
 /** Largest `show stat` answer read from the stats socket. */
@@ -132,11 +132,11 @@ export async function startHaproxy(options: StartHaproxyOptions): Promise<Haprox
   const dir = await Deno.makeTempDir({ prefix: "vap-haproxy-" });
   const configFile = `${dir}/haproxy.cfg`;
   const statsSocket = `${dir}/stats.sock`;
-  let child: OwnedChild | undefined;
+  const child = new ChildSlot();
   let port = 0;
   try {
     for (let attempt = 1;; attempt++) {
-      port = findFreePortOnLoopback();
+      port = findFreePort();
       await Deno.writeTextFile(configFile, haproxyConfig({ ...options, port, statsSocket }));
       const started = new OwnedChild("haproxy", ["-db", "-f", configFile]);
       try {
@@ -144,7 +144,7 @@ export async function startHaproxy(options: StartHaproxyOptions): Promise<Haprox
           await showStat(statsSocket);
           return true;
         }, { timeoutMs });
-        child = started;
+        child.set(started);
         break;
       } catch (error) {
         await started.stop();
@@ -159,14 +159,7 @@ export async function startHaproxy(options: StartHaproxyOptions): Promise<Haprox
     throw error;
   }
 
-  let lastLog = "";
-  const stop = async () => {
-    const running = child;
-    child = undefined;
-    if (running === undefined) return;
-    await running.stop();
-    lastLog = running.output();
-  };
+  const stop = () => child.stop();
   const serverStatuses = async () => {
     const statuses = new Map<string, ServerStatus>();
     for (const row of parseShowStat(await showStat(statsSocket))) {
@@ -189,7 +182,7 @@ export async function startHaproxy(options: StartHaproxyOptions): Promise<Haprox
     async waitForServer(name: string, status: ServerStatus, waitMs = 10_000) {
       if (!serverNames.includes(name)) throw new RangeError(`No server "${name}"`);
       let last: ServerStatus | undefined;
-      await pollUntil(`HAProxy sees server "${name}" ${status}`, child, async () => {
+      await pollUntil(`HAProxy sees server "${name}" ${status}`, child.current, async () => {
         last = (await serverStatuses()).get(name);
         if (last === status) return true;
         throw new Error(`it is "${last}"`);
@@ -197,7 +190,7 @@ export async function startHaproxy(options: StartHaproxyOptions): Promise<Haprox
     },
     stop,
     log() {
-      return child?.output() ?? lastLog;
+      return child.output();
     },
     [Symbol.asyncDispose]() {
       disposed ??= (async () => {
@@ -207,11 +200,6 @@ export async function startHaproxy(options: StartHaproxyOptions): Promise<Haprox
       return disposed;
     },
   };
-}
-
-function findFreePortOnLoopback(): number {
-  using listener = Deno.listen({ hostname: LOOPBACK, port: 0 });
-  return listener.addr.port;
 }
 
 /** Sends `show stat` to the stats socket and returns the CSV answer. */

@@ -17,6 +17,7 @@
 
 import { createCipheriv } from "node:crypto";
 import { inflateSync } from "node:zlib";
+import { concatBytes } from "./bytes.ts";
 
 const LOOPBACK = "127.0.0.1";
 /** Bytes of a child's output kept for error messages (the tail). */
@@ -237,16 +238,6 @@ function unfilterLine(
     }
     out[i] = (line[i] + predictor) & 0xff;
   }
-}
-
-function concatBytes(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------

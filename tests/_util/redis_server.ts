@@ -12,9 +12,10 @@
  * @module
  */
 
-import { hasCommand } from "./real_peers.ts";
+import { findFreePort, hasCommand } from "./real_peers.ts";
 import { makeTestCertificateAuthority } from "./tls.ts";
-import { OwnedChild, pollUntil } from "./child_process.ts";
+import { ChildSlot, OwnedChild, pollUntil } from "./child_process.ts";
+import { concatBytes } from "./bytes.ts";
 
 const LOOPBACK = "127.0.0.1";
 /** Largest reply {@linkcode RedisServer.command} reads, so a broken server cannot fill memory. */
@@ -23,6 +24,19 @@ const MAX_REPLY_BYTES = 16 * 1024 * 1024;
 /** Whether `redis-server` is on `PATH`. */
 export function hasRedisServer(): boolean {
   return hasCommand("redis-server");
+}
+
+/**
+ * Whether `redis-server` is on `PATH`; without it, logs once that `what` (e.g. "the
+ * shared-token tests") do not run, so a skip is never silent.
+ */
+export function redisSkipNotice(what: string): boolean {
+  const present = hasRedisServer();
+  if (!present) {
+    // deno-lint-ignore no-console
+    console.warn(`SKIPPED: redis-server is not installed; ${what} do not run`);
+  }
+  return present;
 }
 
 /** Options of {@linkcode startRedisServer}. */
@@ -38,8 +52,12 @@ export interface StartRedisServerOptions {
   readonly configLines?: readonly string[];
   /** Also listen on a Unix socket in the temp dir (`socketPath`). */
   readonly unixSocket?: boolean;
-  /** TLS only on the port (`rediss://`), with a server certificate from a fresh test CA. */
-  readonly tls?: boolean;
+  /**
+   * TLS only on the port (`rediss://`), with a server certificate from a fresh test CA (see
+   * `caFile`); `names` are the certificate's SAN entries (default `DNS:localhost`,
+   * `IP:127.0.0.1`), so a test can serve a certificate for another name.
+   */
+  readonly tls?: boolean | { readonly names?: readonly string[] };
   /** Bound on start-up (and on each restart). @default 10000 */
   readonly timeoutMs?: number;
 }
@@ -85,6 +103,11 @@ export interface RedisServer extends AsyncDisposable {
    * as in {@linkcode RedisEntry}); throws {@linkcode RespError} on an error reply.
    */
   command(...args: string[]): Promise<RespValue>;
+  /**
+   * Sends `commands` pipelined on one connection (so a `SELECT` holds for those after it)
+   * and returns every reply; throws the first {@linkcode RespError}.
+   */
+  pipeline(...commands: string[][]): Promise<RespValue[]>;
   /** The tail of the server's log. */
   log(): string;
 }
@@ -107,10 +130,16 @@ export async function startRedisServer(
   await using cleanup = new AsyncDisposableStack();
   cleanup.defer(() => Deno.remove(dir, { recursive: true }));
   let caFile: string | undefined;
+  let serverName: string | undefined;
   const tlsLines: string[] = [];
   if (options.tls) {
     await using ca = await makeTestCertificateAuthority("vncauthproxy test Redis CA");
-    const server = await ca.issue({ purpose: "server" });
+    const names = typeof options.tls === "object" ? options.tls.names : undefined;
+    // The harness's own exchanges check the certificate against a name it holds.
+    serverName = names === undefined || names.includes(`IP:${LOOPBACK}`)
+      ? LOOPBACK
+      : names.find((name) => name.startsWith("DNS:"))?.slice(4);
+    const server = await ca.issue({ purpose: "server", names });
     caFile = `${dir}/ca.pem`;
     // Copied: the CA's directory goes when `ca` is disposed here.
     await Deno.copyFile(ca.certFile, caFile);
@@ -156,7 +185,7 @@ export async function startRedisServer(
         "",
       ].join("\n"),
     );
-  const connection: RespConnectOptions = { port: 0, caFile, auth };
+  const connection: RespConnectOptions = { port: 0, caFile, serverName, auth };
   const scheme = options.tls ? "rediss" : "redis";
   const userInfo = options.user !== undefined
     ? `${encodeURIComponent(options.user.name)}:${encodeURIComponent(options.user.password)}@`
@@ -164,7 +193,7 @@ export async function startRedisServer(
     ? `:${encodeURIComponent(options.password)}@`
     : "";
 
-  let child: OwnedChild | undefined;
+  const child = new ChildSlot();
   const launch = async (port: number): Promise<OwnedChild | string> => {
     await writeConfig(port);
     const started = new OwnedChild("redis-server", [configFile]);
@@ -185,10 +214,10 @@ export async function startRedisServer(
 
   let port = 0;
   for (let attempt = 1;; attempt++) {
-    port = findFreePortOnLoopback();
+    port = findFreePort();
     const started = await launch(port);
     if (started instanceof OwnedChild) {
-      child = started;
+      child.set(started);
       break;
     }
     // Another process may take the port between choosing it and redis-server's bind.
@@ -198,15 +227,10 @@ export async function startRedisServer(
   cleanup.move();
 
   const stop = async () => {
-    const running = child;
-    child = undefined;
-    if (running === undefined) return;
-    await running.stop();
-    lastLog = running.output();
+    await child.stop();
     // The socket file stays behind when redis-server is killed; a restart recreates it.
     if (socketPath !== undefined) await Deno.remove(socketPath).catch(() => {});
   };
-  let lastLog = "";
   let disposed: Promise<void> | undefined;
   return {
     url: `${scheme}://${userInfo}${LOOPBACK}:${port}/0`,
@@ -215,11 +239,11 @@ export async function startRedisServer(
     unixUrl: socketPath === undefined ? undefined : `unix:${socketPath}`,
     caFile,
     get pid() {
-      if (child === undefined) throw new Error("redis-server is stopped");
-      return child.pid;
+      if (child.current === undefined) throw new Error("redis-server is stopped");
+      return child.current.pid;
     },
     get running() {
-      return child !== undefined;
+      return child.current !== undefined;
     },
     stop,
     async restart() {
@@ -229,7 +253,7 @@ export async function startRedisServer(
       if (!(started instanceof OwnedChild)) {
         throw new Error(`Cannot restart redis-server on port ${port}: ${started}`);
       }
-      child = started;
+      child.set(started);
     },
     async keys() {
       return await readAllKeys(connection);
@@ -239,8 +263,14 @@ export async function startRedisServer(
       if (reply instanceof RespError) throw reply;
       return reply;
     },
+    async pipeline(...commands: string[][]) {
+      const replies = await respExchange(connection, commands, 5_000);
+      const error = replies.find((reply) => reply instanceof RespError);
+      if (error !== undefined) throw error;
+      return replies;
+    },
     log() {
-      return child?.output() ?? lastLog;
+      return child.output();
     },
     [Symbol.asyncDispose]() {
       disposed ??= (async () => {
@@ -260,11 +290,6 @@ function quote(value: string): string {
   return `"${value.replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`;
 }
 
-function findFreePortOnLoopback(): number {
-  using listener = Deno.listen({ hostname: LOOPBACK, port: 0 });
-  return listener.addr.port;
-}
-
 // ---------------------------------------------------------------------------------------
 // A tiny RESP2 exchange (the test's own, not the product's client)
 // ---------------------------------------------------------------------------------------
@@ -280,6 +305,8 @@ export class RespError extends Error {
 interface RespConnectOptions {
   port: number;
   caFile?: string;
+  /** The name the server's certificate is checked against (with `caFile`). */
+  serverName?: string;
   auth?: { name: string; password: string };
 }
 
@@ -292,13 +319,23 @@ async function respExchange(
   commands: readonly (readonly string[])[],
   timeoutMs: number,
 ): Promise<RespValue[]> {
-  const conn = options.caFile === undefined
-    ? await Deno.connect({ hostname: LOOPBACK, port: options.port })
-    : await Deno.connectTls({
-      hostname: LOOPBACK,
-      port: options.port,
-      caCerts: [await Deno.readTextFile(options.caFile)],
-    });
+  const tcp = await Deno.connect({ hostname: LOOPBACK, port: options.port });
+  let conn: Deno.Conn = tcp;
+  if (options.caFile !== undefined) {
+    try {
+      conn = await Deno.startTls(tcp, {
+        hostname: options.serverName ?? LOOPBACK,
+        caCerts: [await Deno.readTextFile(options.caFile)],
+      });
+    } catch (error) {
+      try {
+        tcp.close();
+      } catch {
+        // Taken over and closed by the failed handshake.
+      }
+      throw error;
+    }
+  }
   // Closing the connection makes a pending read or write settle, so the deadline leaks nothing.
   const timer = setTimeout(() => conn.close(), timeoutMs);
   try {
@@ -334,13 +371,7 @@ function encodeCommands(commands: readonly (readonly string[])[]): Uint8Array {
       parts.push(fromLatin1(`$${bytes.length}\r\n`), bytes, fromLatin1("\r\n"));
     }
   }
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
 
 async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {

@@ -165,3 +165,35 @@ test("dispose stops the server and removes its files", async () => {
   await assert.rejects(Deno.stat(dir), Deno.errors.NotFound);
   assert.ok(isPortFree(port));
 });
+
+test("pipeline() runs its commands on one connection and throws an error reply", async () => {
+  await using redis = await startRedisServer({ password: "pw" });
+  assert.deepEqual(await redis.pipeline(["SELECT", "3"], ["SET", "k", "v"], ["GET", "k"]), [
+    "OK",
+    "OK",
+    "v",
+  ]);
+  // Each command() is a connection of its own, on database 0.
+  assert.equal(await redis.command("GET", "k"), null);
+  assert.deepEqual(await redis.pipeline(["SELECT", "3"], ["GET", "k"]), ["OK", "v"]);
+  await assert.rejects(redis.pipeline(["PING"], ["NO-SUCH-COMMAND"]), RespError);
+});
+
+test(
+  "tls with names: the certificate is for those names only",
+  async () => {
+    await using redis = await startRedisServer({ tls: { names: ["DNS:elsewhere.example"] } });
+    assert.equal(await redis.command("PING"), "PONG");
+    const caCerts = [await Deno.readTextFile(redis.caFile!)];
+    const tcp = await Deno.connect({ hostname: "127.0.0.1", port: redis.port });
+    {
+      using conn = await Deno.startTls(tcp, { hostname: "elsewhere.example", caCerts });
+      assert.equal(await rawLine(conn, "PING\r\n"), "+PONG");
+    }
+    await assert.rejects(async () => {
+      using conn = await Deno.connectTls({ hostname: "127.0.0.1", port: redis.port, caCerts });
+      await rawLine(conn, "PING\r\n");
+    });
+  },
+  missing ?? (hasOpenssl() ? undefined : "needs openssl"),
+);

@@ -17,7 +17,7 @@ import {
 } from "../_util/gateway.ts";
 import { getAdmin, metricsPort, scrape } from "../_util/metrics.ts";
 import { connectRawWebSocket } from "../_util/raw_websocket.ts";
-import { hasRedisServer, type RedisServer, startRedisServer } from "../_util/redis_server.ts";
+import { type RedisServer, redisSkipNotice, startRedisServer } from "../_util/redis_server.ts";
 import { connectViewer, readServerInit } from "../_util/test_viewer.ts";
 
 const CONTROL_PASSWORD = "sh4red-Control!";
@@ -25,11 +25,7 @@ const VNC_PASSWORD = "once-sh1";
 const BACKEND_PASSWORD = "srv-Pass9";
 const USERS = { admin: CONTROL_PASSWORD };
 
-const ignore = !hasRedisServer();
-if (ignore) {
-  // deno-lint-ignore no-console
-  console.warn("SKIPPED: redis-server is not installed; the shared-token tests do not run");
-}
+const ignore = !redisSkipNotice("the shared-token tests");
 
 /** A key file of 32 random bytes, mode 0600. */
 async function keyFile(dir: string): Promise<string> {

@@ -9,9 +9,9 @@ import { DEFAULT_TOKEN_KEY_PREFIX, RedisTokenStore } from "../../src/tokens/redi
 import { TokenStoreKey } from "../../src/tokens/token_seal.ts";
 import { hashToken, TokenStoreUnavailableError } from "../../src/tokens/token_store.ts";
 import { containsBytes } from "../_util/property.ts";
-import { type RedisProcess, redisSkipNotice, startRedis } from "../_util/redis_process.ts";
+import { type RedisServer, redisSkipNotice, startRedisServer } from "../_util/redis_server.ts";
 
-const hasRedis = redisSkipNotice();
+const hasRedis = redisSkipNotice("the Redis token store tests");
 const enc = new TextEncoder();
 
 interface Entry {
@@ -31,7 +31,7 @@ interface Instance extends AsyncDisposable {
 }
 
 async function instance(
-  server: RedisProcess,
+  server: RedisServer,
   key: TokenStoreKey,
   options: { maxTtlMs?: number } = {},
 ): Promise<Instance> {
@@ -91,7 +91,7 @@ Deno.test({
     "RedisTokenStore: a token issued on A is claimed once on B with A's handover, then unknown everywhere",
   ignore: !hasRedis,
   async fn() {
-    await using server = await startRedis();
+    await using server = await startRedisServer();
     const key = sharedKey();
     await using a = await instance(server, key);
     await using b = await instance(server, key);
@@ -126,7 +126,7 @@ Deno.test({
     "RedisTokenStore: a token claimed on the instance that issued it gives the pinned entry itself",
   ignore: !hasRedis,
   async fn() {
-    await using server = await startRedis();
+    await using server = await startRedisServer();
     const key = sharedKey();
     await using a = await instance(server, key);
     await using b = await instance(server, key);
@@ -146,7 +146,7 @@ Deno.test({
   name: "RedisTokenStore: 200 tokens each claimed at once on both instances succeed exactly once",
   ignore: !hasRedis,
   async fn() {
-    await using server = await startRedis();
+    await using server = await startRedisServer();
     const key = sharedKey();
     await using a = await instance(server, key);
     await using b = await instance(server, key);
@@ -195,7 +195,7 @@ Deno.test({
   name: "RedisTokenStore: a claim from another address is refused and the token stays claimable",
   ignore: !hasRedis,
   async fn() {
-    await using server = await startRedis();
+    await using server = await startRedisServer();
     const key = sharedKey();
     await using a = await instance(server, key);
     await using b = await instance(server, key);
@@ -235,7 +235,7 @@ Deno.test({
   name: "RedisTokenStore: an unclaimed token expires in Redis and at its owner, once",
   ignore: !hasRedis,
   async fn() {
-    await using server = await startRedis();
+    await using server = await startRedisServer();
     const key = sharedKey();
     await using a = await instance(server, key, { maxTtlMs: 300 });
     await using b = await instance(server, key);
@@ -267,7 +267,7 @@ Deno.test({
     "RedisTokenStore: with Redis down issue throws and leaves nothing, claim is unavailable; back up it works",
   ignore: !hasRedis,
   async fn() {
-    await using server = await startRedis();
+    await using server = await startRedisServer();
     const key = sharedKey();
     await using a = await instance(server, key);
     await using b = await instance(server, key);
@@ -290,7 +290,7 @@ Deno.test({
     assert.equal(a.store.size, 1, "nothing burnt");
     assert.deepEqual(a.expired, []);
 
-    await server.start();
+    await server.restart();
     await waitFor("available", () => a.store.available && b.store.available);
     const issued = await a.store.issue(entry, { ttlMs: 30_000, handover: handoverOf(entry) });
     const after = await b.store.claim(issued.token, "192.0.2.7");
@@ -303,7 +303,7 @@ Deno.test({
   name: "RedisTokenStore keeps no token, no handover secret and no address in clear in Redis",
   ignore: !hasRedis,
   async fn() {
-    await using server = await startRedis();
+    await using server = await startRedisServer();
     await using a = await instance(server, sharedKey());
     const tokens: string[] = [];
     const entries = Array.from({ length: 20 }, (_, i) => ({ name: `secret${i}` }));
@@ -344,7 +344,7 @@ Deno.test({
   name: "RedisTokenStore.issue() requires a handover and leaves nothing without one",
   ignore: !hasRedis,
   async fn() {
-    await using server = await startRedis();
+    await using server = await startRedisServer();
     await using a = await instance(server, sharedKey());
     await assert.rejects(a.store.issue({ name: "x" }, { ttlMs: 1_000 }), TypeError);
     assert.equal(a.store.size, 0);
@@ -356,7 +356,7 @@ Deno.test({
   name: "RedisTokenStore.remove() drops the token here and in Redis without expiring it",
   ignore: !hasRedis,
   async fn() {
-    await using server = await startRedis();
+    await using server = await startRedisServer();
     const key = sharedKey();
     await using a = await instance(server, key);
     await using b = await instance(server, key);
@@ -374,7 +374,7 @@ Deno.test({
   name: "RedisTokenStore.remove() with keepShared lets go here only: another instance redeems it",
   ignore: !hasRedis,
   async fn() {
-    await using server = await startRedis();
+    await using server = await startRedisServer();
     const key = sharedKey();
     await using a = await instance(server, key);
     await using b = await instance(server, key);
@@ -394,7 +394,7 @@ Deno.test({
     "RedisTokenStore.close() expires the local entries but leaves their tokens to the other instances",
   ignore: !hasRedis,
   async fn() {
-    await using server = await startRedis();
+    await using server = await startRedisServer();
     const key = sharedKey();
     await using a = await instance(server, key);
     await using b = await instance(server, key);
@@ -416,7 +416,7 @@ Deno.test({
   name: "RedisTokenStore loads its claim script again after Redis forgot it (NOSCRIPT)",
   ignore: !hasRedis,
   async fn() {
-    await using server = await startRedis();
+    await using server = await startRedisServer();
     const key = sharedKey();
     await using a = await instance(server, key);
     await using b = await instance(server, key);
@@ -434,7 +434,7 @@ Deno.test({
     "RedisTokenStore: a token sealed under another shared key does not open (unknown, and burnt)",
   ignore: !hasRedis,
   async fn() {
-    await using server = await startRedis();
+    await using server = await startRedisServer();
     await using a = await instance(server, sharedKey());
     await using b = await instance(server, sharedKey());
     const entry = { name: "foreign" };
@@ -449,7 +449,7 @@ Deno.test({
   name: "RedisTokenStore shows no token, hash or key in inspect output",
   ignore: !hasRedis,
   async fn() {
-    await using server = await startRedis();
+    await using server = await startRedisServer();
     await using a = await instance(server, sharedKey());
     const issued = await a.store.issue({ name: "i" }, { ttlMs: 30_000, handover: enc.encode("h") });
     const shown = Deno.inspect(a.store);

@@ -7,9 +7,9 @@
 import assert from "node:assert/strict";
 import { RedisClient, RedisUnavailableError } from "../../../src/tokens/redis/redis_client.ts";
 import { hasOpenssl, makeTestCertificateAuthority } from "../../_util/tls.ts";
-import { redisSkipNotice, startRedis } from "../../_util/redis_process.ts";
+import { redisSkipNotice, startRedisServer } from "../../_util/redis_server.ts";
 
-const hasRedis = redisSkipNotice();
+const hasRedis = redisSkipNotice("the Redis client tests against redis-server");
 const dec = new TextDecoder();
 
 async function waitFor(what: string, predicate: () => boolean, timeoutMs = 15_000): Promise<void> {
@@ -26,8 +26,8 @@ Deno.test({
   name: "RedisClient logs in as an ACL user and works in the selected database",
   ignore: !hasRedis,
   async fn() {
-    await using server = await startRedis({
-      args: ["--user", "vap", "on", ">s3cr@t", "~*", "&*", "+@all", "--user", "default", "off"],
+    await using server = await startRedisServer({
+      user: { name: "vap", password: "s3cr@t", rules: "~* &* +@all" },
     });
     const url = `redis://vap:s3cr%40t@127.0.0.1:${server.port}`;
     await using db5 = new RedisClient({ url: `${url}/5`, ...FAST });
@@ -57,7 +57,7 @@ Deno.test({
   name: "RedisClient logs in with requirepass over a Unix socket",
   ignore: !hasRedis,
   async fn() {
-    await using server = await startRedis({ mode: "unix", args: ["--requirepass", "pw"] });
+    await using server = await startRedisServer({ unixSocket: true, password: "pw" });
     await using redis = new RedisClient({
       url: `unix:${server.socketPath}?password=pw&db=2`,
       ...FAST,
@@ -65,10 +65,7 @@ Deno.test({
     await redis.ready();
     assert.ok(redis.available);
     assert.equal(await redis.command(["SET", "k", "v"]), "OK");
-    assert.equal(
-      (await server.cli(["-a", "pw", "--no-auth-warning", "-n", "2", "GET", "k"])).trim(),
-      "v",
-    );
+    assert.deepEqual(await server.pipeline(["SELECT", "2"], ["GET", "k"]), ["OK", "v"]);
   },
 });
 
@@ -76,16 +73,11 @@ Deno.test({
   name: "RedisClient speaks TLS to rediss:// with the given CA, and refuses another CA or name",
   ignore: !hasRedis || !hasOpenssl(),
   async fn() {
-    await using ca = await makeTestCertificateAuthority("redis test CA");
     await using other = await makeTestCertificateAuthority("other CA");
-    const good = await ca.issue({ purpose: "server" });
-    const misnamed = await ca.issue({ purpose: "server", names: ["DNS:elsewhere.example"] });
-    await using server = await startRedis({
-      mode: "tls",
-      tls: { certFile: good.certFile, keyFile: good.keyFile, caFile: ca.certFile },
-    });
+    await using server = await startRedisServer({ tls: true });
+    const ca = await Deno.readTextFile(server.caFile!);
     const url = `rediss://127.0.0.1:${server.port}/1`;
-    await using redis = new RedisClient({ url, caCerts: [ca.cert], ...FAST });
+    await using redis = new RedisClient({ url, caCerts: [ca], ...FAST });
     await redis.ready();
     assert.ok(redis.available);
     assert.equal(
@@ -100,13 +92,11 @@ Deno.test({
     assert.ok(error instanceof RedisUnavailableError);
     assert.match(error.message, /TLS handshake with Redis failed/);
 
-    await using wrongName = await startRedis({
-      mode: "tls",
-      tls: { certFile: misnamed.certFile, keyFile: misnamed.keyFile, caFile: ca.certFile },
-    });
+    // A certificate from a CA the client trusts, for another name than 127.0.0.1.
+    await using wrongName = await startRedisServer({ tls: { names: ["DNS:elsewhere.example"] } });
     await using misnamedClient = new RedisClient({
       url: `rediss://127.0.0.1:${wrongName.port}`,
-      caCerts: [ca.cert],
+      caCerts: [await Deno.readTextFile(wrongName.caFile!)],
       poolSize: 1,
       ...FAST,
     });
@@ -121,7 +111,7 @@ Deno.test({
     "RedisClient is unavailable while redis-server is stopped and back on its own when it restarts",
   ignore: !hasRedis,
   async fn() {
-    await using server = await startRedis();
+    await using server = await startRedisServer();
     const states: boolean[] = [];
     await using redis = new RedisClient({
       url: `redis://127.0.0.1:${server.port}`,
@@ -134,7 +124,7 @@ Deno.test({
     await server.stop();
     await waitFor("unavailable", () => !redis.available);
     await assert.rejects(redis.command(["PING"]), RedisUnavailableError);
-    await server.start();
+    await server.restart();
     await waitFor("available again", () => redis.available);
     assert.equal(await redis.command(["PING"]), "PONG");
     assert.deepEqual(states, [true, false, true]);
