@@ -122,6 +122,19 @@ export class ChildSlot {
   }
 }
 
+/**
+ * The dispose of a helper that owns a child and a temp dir: `stop()`, then `dir` removed;
+ * called again, it returns the first call's promise.
+ */
+export function stopThenRemove(stop: () => Promise<void>, dir: string): () => Promise<void> {
+  let disposed: Promise<void> | undefined;
+  return () =>
+    disposed ??= (async () => {
+      await stop();
+      await Deno.remove(dir, { recursive: true });
+    })();
+}
+
 /** Resolves after `ms` milliseconds. */
 export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

@@ -12,7 +12,7 @@
  */
 
 import { findFreePort, hasCommand } from "./real_peers.ts";
-import { ChildSlot, OwnedChild, pollUntil } from "./child_process.ts";
+import { ChildSlot, OwnedChild, pollUntil, stopThenRemove } from "./child_process.ts";
 
 const LOOPBACK = "127.0.0.1";
 /** Largest `show stat` answer read from the stats socket. */
@@ -173,7 +173,6 @@ export async function startHaproxy(options: StartHaproxyOptions): Promise<Haprox
     }
     return statuses;
   };
-  let disposed: Promise<void> | undefined;
   return {
     port,
     configFile,
@@ -192,13 +191,7 @@ export async function startHaproxy(options: StartHaproxyOptions): Promise<Haprox
     log() {
       return child.output();
     },
-    [Symbol.asyncDispose]() {
-      disposed ??= (async () => {
-        await stop();
-        await Deno.remove(dir, { recursive: true });
-      })();
-      return disposed;
-    },
+    [Symbol.asyncDispose]: stopThenRemove(stop, dir),
   };
 }
 

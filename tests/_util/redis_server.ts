@@ -14,7 +14,7 @@
 
 import { findFreePort, hasCommand } from "./real_peers.ts";
 import { makeTestCertificateAuthority } from "./tls.ts";
-import { ChildSlot, OwnedChild, pollUntil } from "./child_process.ts";
+import { ChildSlot, OwnedChild, pollUntil, stopThenRemove } from "./child_process.ts";
 import { concatBytes } from "./bytes.ts";
 
 const LOOPBACK = "127.0.0.1";
@@ -231,7 +231,6 @@ export async function startRedisServer(
     // The socket file stays behind when redis-server is killed; a restart recreates it.
     if (socketPath !== undefined) await Deno.remove(socketPath).catch(() => {});
   };
-  let disposed: Promise<void> | undefined;
   return {
     url: `${scheme}://${userInfo}${LOOPBACK}:${port}/0`,
     port,
@@ -272,13 +271,7 @@ export async function startRedisServer(
     log() {
       return child.output();
     },
-    [Symbol.asyncDispose]() {
-      disposed ??= (async () => {
-        await stop();
-        await Deno.remove(dir, { recursive: true });
-      })();
-      return disposed;
-    },
+    [Symbol.asyncDispose]: stopThenRemove(stop, dir),
   };
 }
 
