@@ -57,24 +57,14 @@ export class OwnedChild {
 
   /** Sends `signal`; nothing when the process is gone. */
   kill(signal: Deno.Signal): void {
-    try {
-      this.#child.kill(signal);
-    } catch {
-      // Already exited.
-    }
+    signalChild(this.#child, signal);
   }
 
   /** SIGTERM, SIGKILL after a grace period; resolves when it exited and its output is read. */
   async stop(): Promise<Deno.CommandStatus> {
-    const timer = setTimeout(() => this.kill("SIGKILL"), KILL_GRACE_MS);
-    try {
-      this.kill("SIGTERM");
-      const status = await this.status;
-      await this.#drained;
-      return status;
-    } finally {
-      clearTimeout(timer);
-    }
+    await stopChild(this.#child);
+    await this.#drained;
+    return await this.status;
   }
 
   async #drain(stream: ReadableStream<Uint8Array>): Promise<void> {
@@ -133,6 +123,37 @@ export function stopThenRemove(stop: () => Promise<void>, dir: string): () => Pr
       await stop();
       await Deno.remove(dir, { recursive: true });
     })();
+}
+
+/**
+ * Waits up to `waitMs` for the child to exit by itself, then sends SIGTERM, then SIGKILL
+ * after a grace period, and waits for the exit.
+ */
+export async function stopChild(child: Deno.ChildProcess, waitMs = 0): Promise<Deno.CommandStatus> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    if (waitMs > 0) {
+      const exited = await Promise.race([
+        child.status.then(() => true),
+        new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), waitMs)),
+      ]);
+      if (exited) return await child.status;
+    }
+    timer = setTimeout(() => signalChild(child, "SIGKILL"), KILL_GRACE_MS);
+    signalChild(child, "SIGTERM");
+    return await child.status;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Sends `signal` to `child`; nothing when it has exited. */
+export function signalChild(child: Deno.ChildProcess, signal: Deno.Signal): void {
+  try {
+    child.kill(signal);
+  } catch {
+    // Already exited.
+  }
 }
 
 /** Resolves after `ms` milliseconds. */
