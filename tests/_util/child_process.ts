@@ -125,11 +125,25 @@ export function stopThenRemove(stop: () => Promise<void>, dir: string): () => Pr
     })();
 }
 
+/** Options of {@linkcode stopChild}. */
+export interface StopChildOptions {
+  /** How long the child may take to exit by itself before `signal`. @default 0 */
+  readonly waitMs?: number;
+  /** The signal that asks it to stop. @default "SIGTERM" */
+  readonly signal?: Deno.Signal;
+  /** How long after `signal` until SIGKILL. @default 2000 */
+  readonly graceMs?: number;
+}
+
 /**
- * Waits up to `waitMs` for the child to exit by itself, then sends SIGTERM, then SIGKILL
- * after a grace period, and waits for the exit.
+ * Waits up to `waitMs` for the child to exit by itself, then sends `signal` (SIGTERM), then
+ * SIGKILL after a grace period, and waits for the exit.
  */
-export async function stopChild(child: Deno.ChildProcess, waitMs = 0): Promise<Deno.CommandStatus> {
+export async function stopChild(
+  child: Deno.ChildProcess,
+  options: StopChildOptions = {},
+): Promise<Deno.CommandStatus> {
+  const waitMs = options.waitMs ?? 0;
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
     if (waitMs > 0) {
@@ -139,8 +153,8 @@ export async function stopChild(child: Deno.ChildProcess, waitMs = 0): Promise<D
       ]);
       if (exited) return await child.status;
     }
-    timer = setTimeout(() => signalChild(child, "SIGKILL"), KILL_GRACE_MS);
-    signalChild(child, "SIGTERM");
+    timer = setTimeout(() => signalChild(child, "SIGKILL"), options.graceMs ?? KILL_GRACE_MS);
+    signalChild(child, options.signal ?? "SIGTERM");
     return await child.status;
   } finally {
     clearTimeout(timer);

@@ -973,7 +973,7 @@ export async function captureVnc(options: CaptureVncOptions): Promise<Image> {
       // `script` waits 2 s after passing SIGTERM on; ending its child first avoids that.
       const viewers = childPids(child.pid);
       for (const pid of viewers) signalPid(pid, "SIGTERM");
-      stopped = stopChild(child, viewers.length > 0 ? 1_000 : 0);
+      stopped = stopChild(child, { waitMs: viewers.length > 0 ? 1_000 : 0 });
     }, timeoutMs);
     const stdout = new OutputTail();
     const stderr = new OutputTail();
