@@ -106,6 +106,15 @@ export interface Config {
   readonly maxTokenTtlMs: number;
   /** Gateway connections before their request is complete, at once. */
   readonly maxGatewayConnections: number;
+  /**
+   * Where gateway tokens live: `redis://[user:pass@]HOST:PORT/DB`,
+   * `rediss://…` or `unix:/path` (shared by instances); unset = in this process.
+   */
+  readonly tokenStore: string | undefined;
+  /** The key the instances sharing a token store seal its entries with. */
+  readonly tokenStoreKeyFile: string | undefined;
+  /** PEM CA a `rediss://` token store's certificate must chain to; default: system roots. */
+  readonly redisCaFile: string | undefined;
   /** Directories whose Unix sockets forwardings may reach (`--unix-backend-dir`); none = no Unix socket. */
   readonly unixBackendDirs: readonly string[];
   /** PEM CA the VNC servers' certificates must chain to (`--backend-ca`); default: system roots. */
@@ -254,6 +263,9 @@ export const DEFAULT_CONFIG: Config = Object.freeze({
   webDir: undefined,
   maxTokenTtlMs: 300_000,
   maxGatewayConnections: 1024,
+  tokenStore: undefined,
+  tokenStoreKeyFile: undefined,
+  redisCaFile: undefined,
   unixBackendDirs: [],
   backendCaFile: undefined,
   backendCertFile: undefined,
@@ -367,10 +379,20 @@ export function resolveConfig(overrides: Partial<Config> = {}): Config {
         ["--gateway-public-url", config.gatewayPublicUrl !== undefined],
         ["--trusted-proxy", config.trustedProxies.length > 0],
         ["--web", config.webDir !== undefined],
+        ["--token-store", config.tokenStore !== undefined],
       ] as const
     ) {
       if (set) throw new RangeError(`${flag} needs --gateway-listen`);
     }
+  }
+  if (config.tokenStore !== undefined && config.tokenStoreKeyFile === undefined) {
+    throw new RangeError("--token-store needs --token-store-key-file (the instances' shared key)");
+  }
+  if (config.tokenStore === undefined && config.tokenStoreKeyFile !== undefined) {
+    throw new RangeError("--token-store-key-file needs --token-store");
+  }
+  if (config.redisCaFile !== undefined && !config.tokenStore?.startsWith("rediss://")) {
+    throw new RangeError("--redis-ca needs a rediss:// --token-store");
   }
   if (config.trustedProxies.length > 0 && !config.gatewayPlain) {
     throw new RangeError("--trusted-proxy needs --gateway-plain (a proxy in front speaks TLS)");

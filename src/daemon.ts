@@ -24,7 +24,8 @@ import {
   loadTls,
   type TlsMaterial,
 } from "./io/tls_material.ts";
-import { destinationPolicy } from "./control/admission.ts";
+import { type AdmissionDeps, admit, destinationPolicy } from "./control/admission.ts";
+import { decodeHandover } from "./control/handover.ts";
 import { type Gateway, type GatewayDeps, startGateway } from "./gateway/gateway_server.ts";
 import { StaticFiles } from "./gateway/static_files.ts";
 import { OriginPolicy } from "./http/origin_policy.ts";
@@ -44,6 +45,10 @@ import { type MetricsServer, startMetricsServer } from "./observe/metrics_server
 import { SessionQuota } from "./control/session_quota.ts";
 import { RequestRateLimit } from "./control/request_rate_limit.ts";
 import { PendingViewers, viewerGate } from "./session/viewer_gate.ts";
+import { RedisClient } from "./tokens/redis/redis_client.ts";
+import { parseRedisUrl } from "./tokens/redis/redis_url.ts";
+import { RedisTokenStore } from "./tokens/redis_token_store.ts";
+import { loadTokenStoreKey, type TokenStoreKey } from "./tokens/token_seal.ts";
 
 /** Collaborators of the daemon, replaceable in tests. */
 export interface DaemonDeps {
@@ -102,6 +107,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
   let draining = false;
   let gateway: Gateway | undefined;
   let metricsServer: MetricsServer | undefined;
+  let redis: RedisClient | undefined;
   const signalHandlers: [Deno.Signal, () => void][] = [];
   const crypt = new CryptPool(
     { size: config.cryptWorkers, queueLimit: config.cryptQueueLimit },
@@ -136,6 +142,9 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
       cryptQueue: () => crypt.waiting,
       users: () => users.size,
       draining: () => draining,
+      ...(config.gatewayListen !== undefined
+        ? { tokenStore: () => gateway?.tokensAvailable ?? false }
+        : {}),
     });
     using _sampler = metrics;
     metrics.startLagSampler();
@@ -148,8 +157,19 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
     const origins = config.allowedOrigins === undefined
       ? undefined
       : startupStep("Invalid --allowed-origins", () => new OriginPolicy(config.allowedOrigins));
+    let sharedKey: TokenStoreKey | undefined;
+    if (config.tokenStore !== undefined) {
+      ({ redis, sharedKey } = await connectTokenStore(config, logger));
+    }
     if (config.gatewayListen !== undefined) {
+      const shared = redis === undefined ? undefined : { client: redis, key: sharedKey! };
       gateway = await startGatewayAtStart(config, {
+        ...(shared
+          ? {
+            tokens: (onExpire) =>
+              new RedisTokenStore({ ...shared, onExpire, maxTtlMs: config.maxTokenTtlMs }),
+          }
+          : {}),
         logger,
         tls: () => tls,
         stopping: stopping.signal,
@@ -162,6 +182,12 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
           pending: pendingViewers,
           onRefused: (refusal) => metrics.viewerRefused(refusal),
         }),
+        // A token another instance minted: this one opens its session.
+        redeem: async (handover, log) => {
+          const admitted = await admit(decodeHandover(handover), log, admission);
+          sessions.start(admitted.session);
+          return admitted.handoff!;
+        },
       });
     }
 
@@ -170,7 +196,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
       "Cannot load --vncap-cert and --vncap-key",
       () => loadTls(vncapFiles),
     );
-    const admission = {
+    const admission: AdmissionDeps & Parameters<typeof startControlServer>[0] = {
       config,
       logger,
       users: () => users,
@@ -252,6 +278,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
             poolFree: () => ports.available,
             poolSize,
             draining: () => draining,
+            ...(gateway !== undefined ? { tokenStore: () => gateway!.tokensAvailable } : {}),
           },
           logger,
           resolveTimeoutMs: config.controlTimeoutMs,
@@ -325,6 +352,7 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
           (config.gatewayPlain ? " (plain HTTP)" : " (TLS)") +
           `, public URL ${gateway.publicUrl.origin}` +
           (config.gatewaySnf ? `, ${gateway.consoleType} requests by password` : "") +
+          (redis !== undefined ? `, tokens shared through ${redis.description}` : "") +
           (config.webDir ? `, serving ${config.webDir}` : ""),
       );
     }
@@ -349,6 +377,8 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
     await sessions.settled();
     // Last: health and metrics answer through the whole drain.
     await metricsServer?.close();
+    // After the gateway: its token store is closed.
+    await redis?.close();
     // After the control server: its last requests got their checks.
     crypt.close();
     pidFile?.release();
@@ -368,7 +398,10 @@ function startupStep<T>(what: string, step: () => T): T {
 /** Builds the gateway's parts from the configuration and binds it. */
 async function startGatewayAtStart(
   config: Config,
-  deps: Pick<GatewayDeps, "logger" | "tls" | "stopping" | "origins" | "host" | "viewerGate">,
+  deps: Pick<
+    GatewayDeps,
+    "logger" | "tls" | "stopping" | "origins" | "host" | "viewerGate" | "redeem" | "tokens"
+  >,
 ): Promise<Gateway> {
   const listen = config.gatewayListen!;
   if (!config.gatewayPlain && deps.tls() === undefined) {
@@ -412,6 +445,51 @@ async function startGatewayAtStart(
       { cause: error },
     );
   }
+}
+
+/**
+ * Connects to the shared token store (`--token-store`) with its key and
+ * CA. Redis need not answer yet: the daemon starts, refuses token requests
+ * and fails `/readyz` until it does, and logs each change.
+ *
+ * @throws {StartupError} on a malformed URL, or a key or CA file that
+ * cannot be used.
+ */
+async function connectTokenStore(
+  config: Config,
+  logger: Logger,
+): Promise<{ redis: RedisClient; sharedKey: TokenStoreKey }> {
+  const url = startupStep("Invalid --token-store", () => parseRedisUrl(config.tokenStore!));
+  let sharedKey: TokenStoreKey;
+  try {
+    sharedKey = await loadTokenStoreKey(config.tokenStoreKeyFile!);
+  } catch (error) {
+    throw new StartupError(`Cannot use --token-store-key-file: ${describeError(error)}`, {
+      cause: error,
+    });
+  }
+  const caCerts = config.redisCaFile === undefined
+    ? undefined
+    : [startupStep("Cannot read --redis-ca", () => Deno.readTextFileSync(config.redisCaFile!))];
+  let described = "";
+  let lost = false;
+  const redis = new RedisClient({
+    url,
+    ...(caCerts ? { caCerts } : {}),
+    onStateChange: (available, reason) => {
+      if (available) logger.info(`Token store ${described} answers${lost ? " again" : ""}`);
+      else logger.error(`Token store ${described} unreachable: ${reason ?? "no answer"}`);
+      lost ||= !available;
+    },
+  });
+  described = redis.description;
+  await redis.ready();
+  if (!redis.available) {
+    logger.error(
+      `Token store ${described} does not answer yet: token requests are refused until it does`,
+    );
+  }
+  return { redis, sharedKey };
 }
 
 /** The ws(s) origin a page at `url` opens its WebSocket to. */

@@ -349,6 +349,25 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     help: `gateway connections before their request is complete [${d.maxGatewayConnections}]`,
   },
   {
+    long: "token-store",
+    kind: "string",
+    metavar: "URL",
+    help: "share gateway tokens between instances: redis://[USER:PASS@]HOST:PORT/DB, " +
+      "rediss://..., unix:/PATH [memory]",
+  },
+  {
+    long: "token-store-key-file",
+    kind: "string",
+    metavar: "FILE",
+    help: "the key (32+ bytes) every instance sharing --token-store seals tokens with",
+  },
+  {
+    long: "redis-ca",
+    kind: "string",
+    metavar: "FILE",
+    help: "PEM CA a rediss:// token store's certificate must chain to [system roots]",
+  },
+  {
     long: "unix-backend-dir",
     kind: "string",
     metavar: "DIR",
@@ -479,6 +498,9 @@ export function parseServeArgs(args: readonly string[]): Config | "help" {
       webDir: str("web"),
       maxTokenTtlMs: ms("max-token-ttl"),
       maxGatewayConnections: num("max-gateway-connections"),
+      tokenStore: str("token-store") === "memory" ? undefined : str("token-store"),
+      tokenStoreKeyFile: str("token-store-key-file"),
+      redisCaFile: str("redis-ca"),
       unixBackendDirs: all("unix-backend-dir"),
       backendCaFile: str("backend-ca"),
       backendCertFile: str("backend-cert"),

@@ -27,6 +27,9 @@ import {
 import type { Gateway, TokenOffer } from "../gateway/gateway_server.ts";
 import type { OriginPolicy } from "../http/origin_policy.ts";
 import { openPortRendezvous } from "../session/port_rendezvous.ts";
+import { HandoffRendezvous } from "../session/handoff_rendezvous.ts";
+import { TokenStoreUnavailableError } from "../tokens/token_store.ts";
+import { encodeHandover } from "./handover.ts";
 import type { Rendezvous } from "../session/rendezvous.ts";
 import type { PortLease, PortPool } from "../session/port_pool.ts";
 import { Session } from "../session/session.ts";
@@ -113,7 +116,12 @@ export type ViewerRoute =
     readonly heldPort?: number;
   }
   | { readonly rendezvous: "token"; readonly ttlMs: number; readonly clientAddress?: string }
-  | { readonly rendezvous: "password" };
+  | { readonly rendezvous: "password" }
+  /**
+   * At the gateway, by a token another instance minted (shared token
+   * store): the viewer is here already and is handed over at once.
+   */
+  | { readonly rendezvous: "redeemed" };
 
 /** A validated request for a session, in no protocol's terms. */
 export interface SessionRequest {
@@ -152,6 +160,8 @@ export interface Admitted {
   readonly description: string;
   /** In token mode: the token minted for the viewer. */
   readonly token?: TokenOffer;
+  /** For a redeemed token: where the gateway hands the viewer over. */
+  readonly handoff?: HandoffRendezvous;
 }
 
 /**
@@ -218,7 +228,8 @@ export async function admit(
   if (route.rendezvous !== "port" && gateway === undefined) {
     throw new RefusalError("gateway is not configured");
   }
-  if (route.rendezvous !== "token" && request.viewerPassword === undefined) {
+  const tokenLike = route.rendezvous === "token" || route.rendezvous === "redeemed";
+  if (!tokenLike && request.viewerPassword === undefined) {
     throw new RefusalError("malformed request: password");
   }
   const tls = route.rendezvous !== "port"
@@ -258,6 +269,7 @@ export async function admit(
     deps.metrics?.backendHandshake(performance.now() - dialled);
     let port: number | undefined;
     let token: TokenOffer | undefined;
+    let handoff: HandoffRendezvous | undefined;
     let waitMs = request.waitMs ?? config.connectTimeoutMs;
     if (lease !== undefined && route.rendezvous === "port") {
       const opened = await openPortRendezvous({
@@ -285,12 +297,13 @@ export async function admit(
       rendezvous = opened;
       port = opened.port;
     } else if (route.rendezvous === "token") {
-      token = await gateway!.offerToken({
-        ttlMs: route.ttlMs,
-        ...(route.clientAddress !== undefined ? { clientAddress: route.clientAddress } : {}),
-      });
+      token = await offerToken(gateway!, route, request);
       rendezvous = token.rendezvous;
       waitMs = token.ttlMs;
+    } else if (route.rendezvous === "redeemed") {
+      handoff = new HandoffRendezvous(`${gateway!.addresses.join(", ")} (gateway, shared token)`);
+      rendezvous = handoff;
+      waitMs = config.clientTimeoutMs;
     } else {
       rendezvous = gateway!.offerPassword(request.viewerPassword!);
     }
@@ -313,7 +326,7 @@ export async function admit(
           {
             controlUser: request.controlUser,
             kind: request.kind,
-            rendezvous: route.rendezvous,
+            rendezvous: route.rendezvous === "redeemed" ? "token" : route.rendezvous,
             backend: backendText,
             ...(request.protocol !== undefined ? { protocol: request.protocol } : {}),
           },
@@ -328,6 +341,7 @@ export async function admit(
       port,
       description: rendezvous.description,
       ...(token ? { token } : {}),
+      ...(handoff ? { handoff } : {}),
     };
   } catch (error) {
     // Leases and rendezvous release once: a second release is a no-op.
@@ -335,6 +349,31 @@ export async function admit(
     await rendezvous?.close();
     lease?.release();
     hold?.[Symbol.dispose]();
+    throw error;
+  }
+}
+
+/**
+ * Mints the viewer's token. With a shared store the token also carries
+ * what another instance needs to open the session (see `handover.ts`).
+ *
+ * @throws {RefusalError} `token store unavailable`.
+ */
+async function offerToken(
+  gateway: Gateway,
+  route: Extract<ViewerRoute, { rendezvous: "token" }>,
+  request: SessionRequest,
+): Promise<TokenOffer> {
+  try {
+    return await gateway.offerToken({
+      ttlMs: route.ttlMs,
+      ...(route.clientAddress !== undefined ? { clientAddress: route.clientAddress } : {}),
+      handover: () => encodeHandover(request),
+    });
+  } catch (error) {
+    if (error instanceof TokenStoreUnavailableError) {
+      throw new RefusalError("token store unavailable", { cause: error });
+    }
     throw error;
   }
 }

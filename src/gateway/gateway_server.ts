@@ -39,7 +39,7 @@ import type { Logger } from "../log.ts";
 import { challengeViewer, sendViewerAuthResult } from "../rfb/client_handshake.ts";
 import { HandoffRendezvous } from "../session/handoff_rendezvous.ts";
 import { PasswordRendezvous } from "../session/password_rendezvous.ts";
-import { MemoryTokenStore } from "../tokens/token_store.ts";
+import { MemoryTokenStore, type TokenStore } from "../tokens/token_store.ts";
 import { type ListenerScheme, OriginPolicy } from "../http/origin_policy.ts";
 import { fileBodyChunks, type StaticFiles } from "./static_files.ts";
 import type { ViewerGate } from "../session/viewer_gate.ts";
@@ -74,6 +74,20 @@ export interface GatewayDeps {
    * a refused one is closed before any byte. @default {anyone}
    */
   readonly viewerGate?: ViewerGate;
+  /**
+   * Makes the store of the gateway's tokens; `onExpire` must be called with
+   * each entry whose token expires unclaimed. @default {one in this process,
+   * capped at `--max-token-ttl`}
+   */
+  readonly tokens?: (onExpire: (rendezvous: HandoffRendezvous) => void) => TokenStore<
+    HandoffRendezvous
+  >;
+  /**
+   * Opens the session of a token another instance minted (a shared store):
+   * connects to its VNC server and returns where to hand the viewer over.
+   * Its errors are logged and answered 502. @default {such tokens are refused}
+   */
+  readonly redeem?: (handover: Uint8Array, log: Logger) => Promise<HandoffRendezvous>;
 }
 
 /** A token minted for one session. */
@@ -100,8 +114,18 @@ export interface Gateway {
    * else `vnc-ws`.
    */
   readonly consoleType: "vnc-ws" | "vnc-wss";
-  /** Mints a single-use token whose redemption reaches the returned rendezvous. */
-  offerToken(options: { ttlMs: number; clientAddress?: string }): Promise<TokenOffer>;
+  /**
+   * Mints a single-use token whose redemption reaches the returned
+   * rendezvous; `handover` says what another instance needs to open the
+   * session (asked for only by a shared store).
+   *
+   * @throws {TokenStoreUnavailableError} when a shared store cannot be reached.
+   */
+  offerToken(
+    options: { ttlMs: number; clientAddress?: string; handover?: () => Uint8Array },
+  ): Promise<TokenOffer>;
+  /** False while the token store cannot be reached (readiness). */
+  readonly tokensAvailable: boolean;
   /**
    * Registers a rendezvous reached by the viewer whose VNC Authentication
    * answer fits `password` (`--gateway-snf`).
@@ -140,10 +164,9 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
   const { config, logger } = deps;
   const listen = config.gatewayListen!;
   const scheme: ListenerScheme = config.gatewayPlain ? "http" : "https";
-  const tokens = new MemoryTokenStore<HandoffRendezvous>({
-    onExpire: (rendezvous) => rendezvous.expire(),
-    maxTtlMs: config.maxTokenTtlMs,
-  });
+  const onExpire = (rendezvous: HandoffRendezvous) => rendezvous.expire();
+  const tokens = deps.tokens?.(onExpire) ??
+    new MemoryTokenStore<HandoffRendezvous>({ onExpire, maxTtlMs: config.maxTokenTtlMs });
   const passwords = new PasswordRendezvous<HandoffRendezvous>();
   const slots = new ConnectionSlots({
     capacity: config.maxGatewayConnections,
@@ -280,21 +303,54 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
       // count against each other while their claims are in flight.
       if (deps.claimFailures.exhausted(peer.ip) !== undefined) return await tooMany();
       const claim = await tokens.claim(token, peer.ip);
-      if (!claim.ok || claim.entry === undefined) {
+      if (!claim.ok && claim.why === "unavailable") {
+        // Nothing was decided: the viewer may try again, and is not charged.
+        await refuse(conn, duplex, 503, log, `token ${claim.hashPrefix}: ${claim.why}`, signal, [
+          ["Retry-After", "1"],
+        ]);
+        return false;
+      }
+      if (!claim.ok || (claim.entry === undefined && deps.redeem === undefined)) {
         // The token (if it exists) is not burnt when only the address was wrong.
         deps.claimFailures.take(peer.ip);
-        const why = claim.ok ? "issued elsewhere" : claim.why;
+        const why = claim.ok ? "minted elsewhere" : claim.why;
         await refuse(conn, duplex, 403, log, `token ${claim.hashPrefix}: ${why}`, signal);
         return false;
       }
       phase.slot.complete();
       log.info(
-        `Token ${claim.hashPrefix} redeemed by ${peer.ip} on path ${pathForLog(head.target)}`,
+        `Token ${claim.hashPrefix} redeemed by ${peer.ip} on path ${pathForLog(head.target)}` +
+          (claim.entry === undefined ? " (minted by another instance)" : ""),
       );
-      const socket = await acceptUpgrade(duplex, verdict, {
-        pingIntervalMs: config.wsPingIntervalMs,
-      });
-      return handOver(claim.entry, socket, false, log);
+      let rendezvous: HandoffRendezvous;
+      if (!("handover" in claim)) {
+        rendezvous = claim.entry;
+      } else {
+        try {
+          rendezvous = await deps.redeem!(claim.handover, log);
+        } catch (error) {
+          await refuse(
+            conn,
+            duplex,
+            502,
+            log,
+            `cannot open the session: ${describeError(error)}`,
+            signal,
+          );
+          return false;
+        } finally {
+          claim.handover.fill(0);
+        }
+      }
+      let socket: WebSocketDuplex;
+      try {
+        socket = await acceptUpgrade(duplex, verdict, { pingIntervalMs: config.wsPingIntervalMs });
+      } catch (error) {
+        // The token is spent: its session need not wait for a viewer that left.
+        await rendezvous.close();
+        throw error;
+      }
+      return handOver(rendezvous, socket, false, log);
     }
     // --gateway-snf: the viewer's VNC Authentication answer names its
     // forwarding. An eight-character password is guessable, so the attempt
@@ -432,14 +488,20 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
       const issued = await tokens.issue(rendezvous, {
         ttlMs: options.ttlMs,
         ...(options.clientAddress !== undefined ? { clientAddress: options.clientAddress } : {}),
+        ...(options.handover !== undefined ? { handover: options.handover() } : {}),
       });
-      remove = () => void tokens.remove(rendezvous).catch(() => {});
+      // Draining, the token stays redeemable on the other instances (if shared).
+      remove = () =>
+        void tokens.remove(rendezvous, { keepShared: deps.stopping.aborted }).catch(() => {});
       return {
         rendezvous,
         token: issued.token,
         hashPrefix: issued.hashPrefix,
         ttlMs: issued.ttlMs,
       };
+    },
+    get tokensAvailable() {
+      return tokens.available;
     },
     offerPassword(password) {
       const rendezvous = new HandoffRendezvous(

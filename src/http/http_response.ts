@@ -31,6 +31,7 @@ const STATUS_TEXT: Readonly<Record<number, string>> = Object.freeze({
   429: "Too Many Requests",
   431: "Request Header Fields Too Large",
   500: "Internal Server Error",
+  502: "Bad Gateway",
   503: "Service Unavailable",
   505: "HTTP Version Not Supported",
 });

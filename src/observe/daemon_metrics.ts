@@ -44,6 +44,8 @@ export interface MetricSources {
   readonly users: () => number;
   /** True while draining after SIGTERM. */
   readonly draining: () => boolean;
+  /** Whether the gateway's token store answers. @default {no gauge: no gateway} */
+  readonly tokenStore?: () => boolean;
 }
 
 /** Collaborators, replaceable in tests. */
@@ -178,6 +180,15 @@ export class DaemonMetrics implements Disposable {
       {},
       sources.draining() ? 1 : 0,
     ]]);
+    const tokenStore = sources.tokenStore;
+    if (tokenStore !== undefined) {
+      r.gauge(
+        "vncauthproxy_token_store_up",
+        "1 while the gateway's token store answers, else 0.",
+        [],
+        () => [[{}, tokenStore() ? 1 : 0]],
+      );
+    }
     this.#viewersRefused = r.counter(
       "vncauthproxy_viewer_connections_refused_total",
       "Viewer connections closed at a port before any RFB byte, by reason.",

@@ -32,6 +32,7 @@ const REASON_PREFIXES = [
   ["VNC server TLS handshake failed", "vnc_server_tls_failed"],
   ["TLS is not configured", "tls_not_configured"],
   ["gateway is not configured", "gateway_not_configured"],
+  ["token store unavailable", "token_store_unavailable"],
   ["request timed out", "request_timed_out"],
   ["server busy", "server_busy"],
   ["too many sessions for this user", "limit_sessions_per_user"],

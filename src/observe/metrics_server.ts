@@ -35,6 +35,11 @@ export interface HealthSources {
   readonly poolSize: number;
   /** Draining after SIGTERM. */
   readonly draining: () => boolean;
+  /**
+   * The gateway's token store answers (a shared one may not); `/readyz`
+   * fails while it does not. @default {no token store to ask}
+   */
+  readonly tokenStore?: () => boolean;
 }
 
 /** Options of {@linkcode startMetricsServer}. */
@@ -157,7 +162,11 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
         [status, body, type] = [200, options.registry.render(), EXPOSITION_CONTENT_TYPE];
       } else if (path === "/healthz" || path === "/readyz") {
         const problems = healthProblems(options.health);
-        if (path === "/readyz" && options.health.draining()) problems.unshift("draining");
+        if (path === "/readyz") {
+          // Not for /healthz: restarting the daemon would not bring Redis back.
+          if (options.health.tokenStore?.() === false) problems.unshift("token store unreachable");
+          if (options.health.draining()) problems.unshift("draining");
+        }
         status = problems.length === 0 ? 200 : 503;
         body = problems.length === 0 ? "ok\n" : `${problems.join("\n")}\n`;
       } else {

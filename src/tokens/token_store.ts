@@ -112,8 +112,12 @@ export interface TokenStore<T> {
    * `host:port`).
    */
   claim(token: string, viewerAddress: string): Promise<TokenClaim<T>>;
-  /** Drops the pending token of `entry` without expiring it; false if it had none. */
-  remove(entry: T): Promise<boolean>;
+  /**
+   * Drops the pending token of `entry` without expiring it; false if it had
+   * none. With `keepShared`, a shared store lets go of the entry here only:
+   * the token stays redeemable by other instances (this one is draining).
+   */
+  remove(entry: T, options?: { readonly keepShared?: boolean }): Promise<boolean>;
   /** Expires every pending token (its owner is told) and refuses new ones. Idempotent. */
   close(): Promise<void>;
   /**

@@ -7,6 +7,7 @@
 
 import { hashPassword } from "../../src/auth/sha_crypt.ts";
 import type { ForwardingReply } from "../../src/control/snf/control_client.ts";
+import { signalChild, stopChild } from "./child_process.ts";
 
 /** The permission flags of `deno task compile`, so tests prove they suffice. */
 export const DAEMON_PERMISSIONS = [
@@ -214,9 +215,7 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
     const ready = await waitForLine(/Listening for control connections on /, 20_000);
     controlPort = Number(/control connections on \S*?:(\d+)/.exec(ready)![1]);
   } catch (error) {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* already gone */ }
+    signalChild(child, "SIGKILL");
     await status;
     await reading;
     await stdoutDone;
@@ -231,21 +230,10 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
     waitForLine,
     status,
     kill(signal: Deno.Signal = "SIGTERM") {
-      try {
-        child.kill(signal);
-      } catch { /* already exited */ }
+      signalChild(child, signal);
     },
     async [Symbol.asyncDispose]() {
-      try {
-        child.kill("SIGTERM");
-      } catch { /* already exited */ }
-      const timer = setTimeout(() => {
-        try {
-          child.kill("SIGKILL");
-        } catch { /* gone */ }
-      }, 15_000);
-      await status;
-      clearTimeout(timer);
+      await stopChild(child, { graceMs: 15_000 });
       await reading;
       await stdoutDone;
       if (options.authFile === undefined) {

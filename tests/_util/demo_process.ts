@@ -6,6 +6,7 @@
  * @module
  */
 
+import { stopChild } from "./child_process.ts";
 import { DAEMON_PERMISSIONS, randomPool, readLines } from "./daemon_process.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
@@ -141,25 +142,9 @@ export function startDemo(args: readonly string[] = []): DemoProcess {
     waitFor,
     status,
     async [Symbol.asyncDispose]() {
-      if (!ended) {
-        try {
-          child.kill("SIGINT");
-        } catch {
-          // Already gone.
-        }
-      }
-      const timer = setTimeout(() => {
-        try {
-          child.kill("SIGKILL");
-        } catch {
-          // Already gone.
-        }
-      }, 15_000);
-      try {
-        await status;
-      } finally {
-        clearTimeout(timer);
-      }
+      // Nothing to signal once it ended (signalChild ignores a gone process).
+      await stopChild(child, { signal: "SIGINT", graceMs: 15_000 });
+      await status;
     },
   };
 }

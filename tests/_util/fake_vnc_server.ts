@@ -8,9 +8,10 @@
  */
 
 import { readExact, readU32, readU8 } from "../../src/io/byte_reader.ts";
-import { ConnDuplex, type Duplex } from "../../src/io/duplex.ts";
+import type { Duplex } from "../../src/io/duplex.ts";
 import { DEFAULT_PIXEL_FORMAT, encodeServerInit } from "../../src/rfb/pixel_format.ts";
 import { encodeU32 } from "../../src/rfb/rfb_messages.ts";
+import { serveConnections } from "./loopback.ts";
 
 /** How the fake server behaves. */
 export interface FakeVncOptions {
@@ -55,42 +56,21 @@ export interface FakeVncServer extends AsyncDisposable {
 /** Starts a fake VNC server on loopback (127.0.0.1 by default) with an ephemeral port. */
 export function startFakeVncServer(options: FakeVncOptions = {}): FakeVncServer {
   const listener = Deno.listen({ hostname: options.hostname ?? "127.0.0.1", port: 0 });
-  const handlers = new Set<Promise<void>>();
-  const conns = new Set<Duplex>();
   const clientInits: number[] = [];
   const versionsReceived: string[] = [];
-  let accepted = 0;
-  const loop = (async () => {
-    for await (const conn of listener) {
-      accepted++;
-      const duplex = new ConnDuplex(conn);
-      conns.add(duplex);
-      const handler = serve(duplex, options, clientInits, versionsReceived)
-        .catch(() => {})
-        .finally(() => {
-          duplex.close();
-          conns.delete(duplex);
-        });
-      handlers.add(handler);
-      handler.finally(() => handlers.delete(handler));
-    }
-  })().catch(() => {});
+  const loop = serveConnections(
+    listener,
+    (duplex) => serve(duplex, options, clientInits, versionsReceived),
+  );
   return {
     port: (listener.addr as Deno.NetAddr).port,
     get accepted() {
-      return accepted;
+      return loop.accepted;
     },
     clientInits,
     versionsReceived,
-    async idle() {
-      await Promise.allSettled([...handlers]);
-    },
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      for (const conn of conns) conn.close();
-      await loop;
-      await Promise.allSettled([...handlers]);
-    },
+    idle: () => loop.idle(),
+    [Symbol.asyncDispose]: () => loop[Symbol.asyncDispose](),
   };
 }
 

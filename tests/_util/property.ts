@@ -14,6 +14,7 @@
 
 import fc from "npm:fast-check@4.11.0";
 import type { Duplex } from "../../src/io/duplex.ts";
+import { concatBytes } from "./bytes.ts";
 
 export { fc };
 
@@ -175,15 +176,7 @@ export class ScriptedDuplex implements Duplex {
 }
 
 /** Concatenates byte arrays. */
-export function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
+export const concat: (parts: readonly Uint8Array[]) => Uint8Array = concatBytes;
 
 /** One edit of a byte string; positions are taken modulo the length. */
 export type Mutation =

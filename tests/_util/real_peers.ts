@@ -17,12 +17,12 @@
 
 import { createCipheriv } from "node:crypto";
 import { inflateSync } from "node:zlib";
+import { concatBytes } from "./bytes.ts";
+import { signalChild, stopChild } from "./child_process.ts";
 
 const LOOPBACK = "127.0.0.1";
 /** Bytes of a child's output kept for error messages (the tail). */
 const OUTPUT_TAIL_BYTES = 16 * 1024;
-/** How long a child gets to exit after SIGTERM before SIGKILL. */
-const KILL_GRACE_MS = 2_000;
 /** RFC 6143 §7.1.1: the server's first 12 bytes, "RFB xxx.yyy\n". */
 const RFB_BANNER = /^RFB \d{3}\.\d{3}\n$/;
 /** gvnccapture only takes a display number and connects to port 5900 + display. */
@@ -239,16 +239,6 @@ function unfilterLine(
   }
 }
 
-function concatBytes(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
-
 // ---------------------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------------------
@@ -387,36 +377,6 @@ async function drainInto(
   for await (const chunk of stream) {
     tail.push(chunk);
     onChunk?.(chunk);
-  }
-}
-
-/**
- * Waits up to `waitMs` for the child to exit by itself, then sends SIGTERM, then SIGKILL
- * after a grace period, and waits for the exit.
- */
-async function stopChild(child: Deno.ChildProcess, waitMs = 0): Promise<Deno.CommandStatus> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    if (waitMs > 0) {
-      const exited = await Promise.race([
-        child.status.then(() => true),
-        new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), waitMs)),
-      ]);
-      if (exited) return await child.status;
-    }
-    timer = setTimeout(() => signalChild(child, "SIGKILL"), KILL_GRACE_MS);
-    signalChild(child, "SIGTERM");
-    return await child.status;
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function signalChild(child: Deno.ChildProcess, signal: Deno.Signal): void {
-  try {
-    child.kill(signal);
-  } catch {
-    // Already exited.
   }
 }
 
@@ -1013,7 +973,7 @@ export async function captureVnc(options: CaptureVncOptions): Promise<Image> {
       // `script` waits 2 s after passing SIGTERM on; ending its child first avoids that.
       const viewers = childPids(child.pid);
       for (const pid of viewers) signalPid(pid, "SIGTERM");
-      stopped = stopChild(child, viewers.length > 0 ? 1_000 : 0);
+      stopped = stopChild(child, { waitMs: viewers.length > 0 ? 1_000 : 0 });
     }, timeoutMs);
     const stdout = new OutputTail();
     const stderr = new OutputTail();

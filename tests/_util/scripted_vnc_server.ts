@@ -11,10 +11,11 @@
 
 import { TLSSocket } from "node:tls";
 import { readExact, readU32, readU8 } from "../../src/io/byte_reader.ts";
-import { ConnDuplex, type Duplex } from "../../src/io/duplex.ts";
+import type { Duplex } from "../../src/io/duplex.ts";
 import { ReadGate, TlsSocketDuplex, toNodeStream } from "../../src/io/tls_client.ts";
 import { encodeU32 } from "../../src/rfb/rfb_messages.ts";
 import { verifyVncAuthResponse } from "../../src/rfb/vnc_auth.ts";
+import { serveConnections } from "./loopback.ts";
 
 /** The server side of TLS. */
 export interface ServerTlsOptions {
@@ -162,43 +163,23 @@ export function startScriptedVncServer(
   const listener = options.path !== undefined
     ? Deno.listen({ transport: "unix", path: options.path })
     : Deno.listen({ hostname: options.hostname ?? "127.0.0.1", port: 0 });
-  const handlers = new Set<Promise<void>>();
-  const conns = new Set<Duplex>();
   const errors: unknown[] = [];
-  let accepted = 0;
-  const loop = (async () => {
-    for await (const conn of listener) {
-      accepted++;
-      const raw = new ConnDuplex(conn);
-      conns.add(raw);
-      const duplex = options.oneByteWrites ? new OneByteWrites(raw) : raw;
-      const handler = script(new ScriptPeer(duplex))
-        .catch((error) => {
-          errors.push(error);
-        })
-        .finally(() => {
-          raw.close();
-          conns.delete(raw);
-        });
-      handlers.add(handler);
-      handler.finally(() => handlers.delete(handler));
+  const loop = serveConnections(listener, async (raw) => {
+    const duplex = options.oneByteWrites ? new OneByteWrites(raw) : raw;
+    try {
+      await script(new ScriptPeer(duplex));
+    } catch (error) {
+      errors.push(error);
     }
-  })().catch(() => {});
+  });
   return {
     port: options.path !== undefined ? 0 : (listener.addr as Deno.NetAddr).port,
     get accepted() {
-      return accepted;
+      return loop.accepted;
     },
     errors,
-    async idle() {
-      await Promise.allSettled([...handlers]);
-    },
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      for (const conn of conns) conn.close();
-      await loop;
-      await Promise.allSettled([...handlers]);
-    },
+    idle: () => loop.idle(),
+    [Symbol.asyncDispose]: () => loop[Symbol.asyncDispose](),
   };
 }
 

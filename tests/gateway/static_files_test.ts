@@ -8,6 +8,7 @@ import {
   StaticFiles,
   type StaticResponse,
 } from "../../src/gateway/static_files.ts";
+import { concatBytes } from "../_util/bytes.ts";
 
 const DEBIAN_NOVNC = "/usr/share/novnc";
 
@@ -50,13 +51,7 @@ async function bodyBytes(response: StaticResponse): Promise<Uint8Array> {
   if (response.body.kind === "bytes") return response.body.bytes;
   const chunks: Uint8Array[] = [];
   for await (const chunk of fileBodyChunks(response.body)) chunks.push(chunk.slice());
-  const all = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    all.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return all;
+  return concatBytes(chunks);
 }
 
 async function get(files: StaticFiles, target: string, method = "GET") {

@@ -33,6 +33,7 @@ Deno.test("failureReason() maps every reply reason to a fixed label, never the s
     ["too many sessions for this VNC server", "limit_sessions_per_backend"],
     ["too many requests", "rate_limited"],
     ["idle_timeout above the daemon's limit", "limit_idle_timeout"],
+    ["token store unavailable", "token_store_unavailable"],
     ["something new from a later version", "other"],
   ];
   for (const [reason, label] of table) assert.equal(failureReason(reason), label, reason);
@@ -115,5 +116,21 @@ Deno.test("summarize() prints sessions by kind, the pool and recent failures", (
       "Sessions ended since start: 0",
       "",
     ].join("\n"),
+  );
+});
+
+Deno.test("the token store gauge follows the store, and is absent without a gateway", () => {
+  let up = true;
+  using metrics = new DaemonMetrics({ ...SOURCES, tokenStore: () => up });
+  const gauge = () =>
+    readExposition(metrics.registry.render()).find((s) => s.name === "vncauthproxy_token_store_up")
+      ?.value;
+  assert.equal(gauge(), 1);
+  up = false;
+  assert.equal(gauge(), 0);
+  using without = new DaemonMetrics(SOURCES);
+  assert.equal(
+    readExposition(without.registry.render()).some((s) => s.name === "vncauthproxy_token_store_up"),
+    false,
   );
 });

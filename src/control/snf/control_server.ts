@@ -154,7 +154,7 @@ export async function handleControlConnection(
   let admitted: Admitted | undefined;
   let reply: ControlReply;
   let received: number | undefined;
-  let setUp: { kind: ConsoleType; rendezvous: ViewerRoute["rendezvous"] } | undefined;
+  let setUp: { kind: ConsoleType; rendezvous: "port" | "token" | "password" } | undefined;
   try {
     using phase = startDeadline(config.controlTimeoutMs, deps.stopping);
     const text = await readRequestOrDrop(
