@@ -14,7 +14,7 @@
 
 import fc from "npm:fast-check@4.11.0";
 import type { Duplex } from "../../src/io/duplex.ts";
-import { concatBytes } from "./bytes.ts";
+import { concatBytes } from "../../src/io/bytes.ts";
 
 export { fc };
 

@@ -17,7 +17,7 @@
 
 import { createCipheriv } from "node:crypto";
 import { inflateSync } from "node:zlib";
-import { concatBytes } from "./bytes.ts";
+import { concatBytes } from "../../src/io/bytes.ts";
 import { signalChild, stopChild } from "./child_process.ts";
 
 const LOOPBACK = "127.0.0.1";

@@ -15,7 +15,7 @@
 import { findFreePort, hasCommand } from "./real_peers.ts";
 import { makeTestCertificateAuthority } from "./tls.ts";
 import { ChildSlot, OwnedChild, pollUntil, stopThenRemove } from "./child_process.ts";
-import { concatBytes } from "./bytes.ts";
+import { concatBytes } from "../../src/io/bytes.ts";
 
 const LOOPBACK = "127.0.0.1";
 /** Largest reply {@linkcode RedisServer.command} reads, so a broken server cannot fill memory. */

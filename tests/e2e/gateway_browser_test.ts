@@ -29,12 +29,12 @@ import {
 } from "../_util/browser.ts";
 import { requestForwardingRaw, waitForLines } from "../_util/daemon_process.ts";
 import {
+  assertRawDesktop,
   type GatewayDaemon,
-  readPayload,
   startGatewayDaemon,
   viewerHandshake,
 } from "../_util/gateway.ts";
-import { connectRawWebSocket, type RawWebSocket } from "../_util/raw_websocket.ts";
+import { connectRawWebSocket } from "../_util/raw_websocket.ts";
 import { hasCommand, startXvnc, type XvncServer } from "../_util/real_peers.ts";
 import { hasOpenssl, type TestCertificate } from "../_util/tls.ts";
 
@@ -45,6 +45,8 @@ const WIDTH = 64;
 const HEIGHT = 48;
 const COLOR_HEX = "#336699";
 const COLOR = [0x33, 0x66, 0x99] as const;
+/** What Xvnc shows through every path here. */
+const DESKTOP = { width: WIDTH, height: HEIGHT, name: "real-peers", color: COLOR } as const;
 /** Bound on each browser step (launch, load, outcome, pixels). */
 const STEP_TIMEOUT_MS = 15_000;
 
@@ -218,71 +220,6 @@ function freeWildcardPort(): number {
   return listener.addr.port;
 }
 
-/** Reads exact byte counts out of a WebSocket's binary frames, keeping what is left. */
-class FrameBytes {
-  readonly #socket: RawWebSocket;
-  #buffered = new Uint8Array();
-
-  constructor(socket: RawWebSocket) {
-    this.#socket = socket;
-  }
-
-  async read(count: number): Promise<Uint8Array> {
-    if (this.#buffered.length < count) {
-      const more = await readPayload(this.#socket, count - this.#buffered.length);
-      const joined = new Uint8Array(this.#buffered.length + more.length);
-      joined.set(this.#buffered);
-      joined.set(more, this.#buffered.length);
-      this.#buffered = joined;
-    }
-    const bytes = this.#buffered.slice(0, count);
-    this.#buffered = this.#buffered.subarray(count);
-    return bytes;
-  }
-}
-
-/**
- * After {@linkcode viewerHandshake}: reads ServerInit (RFC 6143 §7.3.2),
- * asks for the whole screen as Raw 32-bit little-endian true colour
- * (§7.5.1 SetPixelFormat, §7.5.2 SetEncodings, §7.5.3
- * FramebufferUpdateRequest) and asserts every pixel is the desktop colour.
- */
-async function assertRawDesktop(socket: RawWebSocket): Promise<void> {
-  const bytes = new FrameBytes(socket);
-  const init = new DataView((await bytes.read(24)).buffer);
-  assert.deepEqual([init.getUint16(0), init.getUint16(2)], [WIDTH, HEIGHT]);
-  const name = new TextDecoder().decode(await bytes.read(init.getUint32(20)));
-  assert.equal(name, "real-peers", "Xvnc's desktop name");
-  const format = Uint8Array.of(0, 0, 0, 0, 32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0);
-  const encodings = Uint8Array.of(2, 0, 0, 1, 0, 0, 0, 0);
-  const update = new Uint8Array(10);
-  new DataView(update.buffer).setUint8(0, 3);
-  new DataView(update.buffer).setUint16(6, WIDTH);
-  new DataView(update.buffer).setUint16(8, HEIGHT);
-  await socket.sendBinary(format);
-  await socket.sendBinary(encodings);
-  await socket.sendBinary(update);
-  const seen = new Uint8Array(WIDTH * HEIGHT);
-  while (seen.some((pixel) => pixel === 0)) {
-    const head = await bytes.read(4);
-    assert.equal(head[0], 0, "a FramebufferUpdate");
-    const rects = new DataView(head.buffer).getUint16(2);
-    for (let r = 0; r < rects; r++) {
-      const rect = new DataView((await bytes.read(12)).buffer);
-      const [x, y, w, h] = [0, 2, 4, 6].map((offset) => rect.getUint16(offset));
-      assert.equal(rect.getInt32(8), 0, "Raw encoding");
-      const pixels = new DataView((await bytes.read(w * h * 4)).buffer);
-      for (let i = 0; i < w * h; i++) {
-        const value = pixels.getUint32(i * 4, true);
-        const rgb = [(value >> 16) & 0xff, (value >> 8) & 0xff, value & 0xff];
-        const at = [x + (i % w), y + Math.floor(i / w)];
-        assert.deepEqual(rgb, [...COLOR], `pixel (${at})`);
-        seen[at[1] * WIDTH + at[0]] = 1;
-      }
-    }
-  }
-}
-
 /** Serves one page from its own origin that tries `wsUrl` and records how that ended. */
 function startForeignPage(wsUrl: string): { listening: Promise<Deno.NetAddr> } & AsyncDisposable {
   const html = `<!doctype html><meta charset="utf-8"><title>elsewhere</title><script>
@@ -446,7 +383,7 @@ Deno.test({
   assert.ok(socket, `upgrade refused: ${response.status}`);
   try {
     assert.equal(await viewerHandshake(socket), 0);
-    await assertRawDesktop(socket);
+    await assertRawDesktop(socket, DESKTOP);
   } finally {
     socket.close();
   }
@@ -530,7 +467,7 @@ Deno.test({
   assert.ok(socket, `upgrade refused: ${response.status}`);
   try {
     assert.equal(await viewerHandshake(socket, "raw-v1ew"), 0);
-    await assertRawDesktop(socket);
+    await assertRawDesktop(socket, DESKTOP);
   } finally {
     socket.close();
   }

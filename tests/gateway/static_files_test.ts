@@ -8,7 +8,7 @@ import {
   StaticFiles,
   type StaticResponse,
 } from "../../src/gateway/static_files.ts";
-import { concatBytes } from "../_util/bytes.ts";
+import { concatBytes } from "../../src/io/bytes.ts";
 
 const DEBIAN_NOVNC = "/usr/share/novnc";
 

@@ -14,7 +14,7 @@
 import assert from "node:assert/strict";
 import { type DaemonProcess, requestForwardingRaw, startDaemon } from "../_util/daemon_process.ts";
 import { startFakeVncServer } from "../_util/fake_vnc_server.ts";
-import { readPayload, viewerHandshake } from "../_util/gateway.ts";
+import { assertRawDesktop, readPayload, viewerHandshake } from "../_util/gateway.ts";
 import { type Haproxy, hasHaproxy, startHaproxy } from "../_util/haproxy.ts";
 import { getAdmin, metricsPort } from "../_util/metrics.ts";
 import { connectRawWebSocket, type RawWebSocket } from "../_util/raw_websocket.ts";
@@ -193,64 +193,6 @@ function redeem(
   });
 }
 
-/** Reads exact byte counts out of a WebSocket's binary frames (which may split anywhere). */
-class FrameBytes {
-  readonly #socket: RawWebSocket;
-  #buffered = new Uint8Array(0);
-
-  constructor(socket: RawWebSocket) {
-    this.#socket = socket;
-  }
-
-  async read(count: number): Promise<Uint8Array> {
-    if (this.#buffered.length < count) {
-      const more = await readPayload(this.#socket, count - this.#buffered.length);
-      const joined = new Uint8Array(this.#buffered.length + more.length);
-      joined.set(this.#buffered);
-      joined.set(more, this.#buffered.length);
-      this.#buffered = joined;
-    }
-    const bytes = this.#buffered.slice(0, count);
-    this.#buffered = this.#buffered.subarray(count);
-    return bytes;
-  }
-}
-
-/** After the viewer's handshake: ServerInit is Xvnc's, and every pixel is the desktop colour. */
-async function assertXvncDesktop(socket: RawWebSocket): Promise<void> {
-  const bytes = new FrameBytes(socket);
-  const init = new DataView((await bytes.read(24)).buffer);
-  assert.deepEqual([init.getUint16(0), init.getUint16(2)], [WIDTH, HEIGHT]);
-  assert.equal(new TextDecoder().decode(await bytes.read(init.getUint32(20))), "real-peers");
-  // SetPixelFormat 32 bpp little-endian true colour, SetEncodings [Raw], a full update request.
-  await socket.sendBinary(
-    Uint8Array.of(0, 0, 0, 0, 32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0),
-  );
-  await socket.sendBinary(Uint8Array.of(2, 0, 0, 1, 0, 0, 0, 0));
-  const update = new Uint8Array(10);
-  update[0] = 3;
-  new DataView(update.buffer).setUint16(6, WIDTH);
-  new DataView(update.buffer).setUint16(8, HEIGHT);
-  await socket.sendBinary(update);
-  const seen = new Uint8Array(WIDTH * HEIGHT);
-  while (seen.some((pixel) => pixel === 0)) {
-    const head = await bytes.read(4);
-    assert.equal(head[0], 0, "a FramebufferUpdate");
-    for (let r = new DataView(head.buffer).getUint16(2); r > 0; r--) {
-      const rect = new DataView((await bytes.read(12)).buffer);
-      const [x, y, w, h] = [0, 2, 4, 6].map((offset) => rect.getUint16(offset));
-      assert.equal(rect.getInt32(8), 0, "Raw encoding");
-      const pixels = new DataView((await bytes.read(w * h * 4)).buffer);
-      for (let i = 0; i < w * h; i++) {
-        const value = pixels.getUint32(i * 4, true);
-        const rgb = [(value >> 16) & 0xff, (value >> 8) & 0xff, value & 0xff];
-        assert.deepEqual(rgb, [...COLOR], `pixel (${x + (i % w)}, ${y + Math.floor(i / w)})`);
-        seen[(y + Math.floor(i / w)) * WIDTH + x + (i % w)] = 1;
-      }
-    }
-  }
-}
-
 /** The count of log lines matching `pattern`. */
 function count(daemon: DaemonProcess, pattern: RegExp): number {
   return daemon.lines.filter((line) => pattern.test(line)).length;
@@ -322,7 +264,12 @@ test(
     assert.ok(socket, `upgrade refused through HAProxy: ${response.status} ${response.body}`);
     try {
       assert.equal(await viewerHandshake(socket, VIEWER_PASSWORD), 0);
-      await assertXvncDesktop(socket);
+      await assertRawDesktop(socket, {
+        width: WIDTH,
+        height: HEIGHT,
+        name: "real-peers",
+        color: COLOR,
+      });
       assert.equal(count(b.daemon, REDEEMED), 1, "B redeemed it (HAProxy's first server)");
       assert.equal(count(a.daemon, REDEEMED), 0, "A minted it and did not redeem it");
       // A second use fails on either instance, directly and through HAProxy.

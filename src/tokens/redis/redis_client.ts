@@ -24,6 +24,7 @@
  * @module
  */
 
+import { concatBytes } from "../../io/bytes.ts";
 import {
   encodeCommand,
   RespErrorReply,
@@ -172,7 +173,7 @@ class Connection {
       while (this.#outbox.length > 0 && !this.#closed) {
         const batch = this.#outbox;
         this.#outbox = [];
-        const bytes = batch.length === 1 ? batch[0]! : concat(batch);
+        const bytes = batch.length === 1 ? batch[0]! : concatBytes(batch);
         let written = 0;
         while (written < bytes.length) {
           written += await this.#conn.write(bytes.subarray(written));
@@ -542,16 +543,6 @@ function positive(what: string, value: number): number {
     throw new RangeError(`Invalid Redis ${what} "${value}"`);
   }
   return value;
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }
 
 /** A server's or the system's message, one line, bounded. */

@@ -13,6 +13,8 @@
  * @module
  */
 
+import { concatBytes } from "../../io/bytes.ts";
+
 /** An error reply of the server (`-ERR …`): a value, not a thrown error. */
 export class RespErrorReply {
   /** The server's message (`ERR unknown command …`), as sent. */
@@ -98,13 +100,7 @@ export function encodeReply(value: RespValue): Uint8Array {
     }
   };
   walk(value);
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
 
 interface OpenArray {

@@ -1,5 +1,6 @@
 /**
- * Byte helpers shared by the test utilities.
+ * Byte helpers: joining chunks (a pipelined batch of Redis commands, an
+ * encoded reply; test utilities too).
  *
  * @module
  */
