@@ -33,7 +33,6 @@ import {
   setupLatency,
   type SetupResult,
   throughput,
-  type ThroughputResult,
 } from "./scenarios.ts";
 import { noneSecurity, openSession, type ProxyEndpoint, type Target } from "./sessions.ts";
 
