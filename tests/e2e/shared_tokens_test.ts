@@ -34,15 +34,17 @@ async function keyFile(dir: string): Promise<string> {
   return path;
 }
 
-/** Two plain gateways sharing `redis` with one key; metrics on each. */
+/** Two plain gateways sharing `redis` (at `url`, and more flags) with one key; metrics on each. */
 async function twoInstances(
   redis: RedisServer,
   key: string,
+  store: { readonly url?: string; readonly args?: readonly string[] } = {},
 ): Promise<[GatewayDaemon, GatewayDaemon]> {
   const args = [
-    `--token-store=${redis.url}`,
+    `--token-store=${store.url ?? redis.url}`,
     `--token-store-key-file=${key}`,
     "--metrics-listen=127.0.0.1:0",
+    ...(store.args ?? []),
   ];
   const a = await startGatewayDaemon({ users: USERS, args, plain: true });
   try {
@@ -217,6 +219,61 @@ Deno.test({
     } finally {
       socket.close();
     }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "shared tokens: over rediss:// with --redis-ca, and over a Redis Unix socket",
+  ignore,
+}, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vap-shared-" });
+  try {
+    const key = await keyFile(dir);
+    await using fake = startFakeVncServer({ desktopName: "tls-store" });
+    await using tlsRedis = await startRedisServer({ tls: true });
+    await using unixRedis = await startRedisServer({ unixSocket: true, password: "un1x-Pass" });
+    const stores = [
+      { redis: tlsRedis, url: tlsRedis.url, args: [`--redis-ca=${tlsRedis.caFile}`] },
+      { redis: unixRedis, url: `${unixRedis.unixUrl}?password=un1x-Pass` },
+    ];
+    for (const { redis, ...store } of stores) {
+      assert.match(store.url, /^(rediss:|unix:)/);
+      const [a, b] = await twoInstances(redis, key, store);
+      await using _a = a;
+      await using _b = b;
+      const reply = await mint(a, fake.port);
+      assert.equal(reply.status, "OK", `${store.url}: ${JSON.stringify(reply)}`);
+      assert.equal((await redis.keys()).length, 1, "the token went through this Redis");
+      const { socket, response } = await redeem(b, reply.path!);
+      assert.ok(socket, `${store.url}: B refused the token: ${response.status}`);
+      try {
+        assert.equal(await viewerHandshake(socket), 0);
+        const init = await readPayload(socket, 24 + "tls-store".length);
+        assert.equal(new TextDecoder().decode(init.subarray(24)), "tls-store");
+      } finally {
+        socket.close();
+      }
+      for (const line of [...a.daemon.lines, ...b.daemon.lines]) {
+        assert.ok(!line.includes("un1x-Pass"), `the Redis password in a log line: ${line}`);
+      }
+    }
+    // Without the CA the certificate is not trusted: the daemon starts, but is not ready.
+    await using untrusting = await startGatewayDaemon({
+      users: USERS,
+      plain: true,
+      args: [
+        `--token-store=${tlsRedis.url}`,
+        `--token-store-key-file=${key}`,
+        "--metrics-listen=127.0.0.1:0",
+      ],
+    });
+    const ready = await getAdmin(await metricsPort(untrusting.daemon), "/readyz");
+    assert.equal(ready.status, 503);
+    assert.match(ready.body, /^token store unreachable$/m);
+    const refused = await mint(untrusting, fake.port);
+    assert.equal(refused.reason, "token store unavailable");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
