@@ -21,6 +21,7 @@ import type { CliIo } from "./cli_io.ts";
 import { AuditLog } from "../observe/audit_log.ts";
 
 const d = DEFAULT_CONFIG;
+const MIB = 1024 * 1024;
 
 /** snf-vncauthproxy's options, in its order: their old prefixes keep working. */
 const SNF_OPTIONS: readonly OptionSpec[] = [
@@ -160,6 +161,13 @@ const OPERATIONS_OPTIONS: readonly OptionSpec[] = [
     kind: "string",
     metavar: "N/s",
     help: "control requests per source address and per user, burst 2N; 0 or off = none [off]",
+  },
+  {
+    long: "relay-memory",
+    kind: "int",
+    metavar: "MIB",
+    help: "relay buffers lent to sessions at once, MiB; beyond it each streaming session " +
+      `reads a fair share [${d.relayBufferLentBytes / MIB}]`,
   },
 ];
 
@@ -478,6 +486,9 @@ export function parseServeArgs(args: readonly string[]): Config | "help" {
       portCooldownMs: ms("port-cooldown"),
       maxControlConnections: num("max-control-connections"),
       maxWsHandshakes: num("max-ws-handshakes"),
+      relayBufferLentBytes: num("relay-memory") === undefined
+        ? undefined
+        : num("relay-memory")! * MIB,
       wsPingIntervalMs: ms("ws-ping-interval"),
       idleTimeoutMs: ms("idle-timeout"),
       maxSessionTimeMs: ms("max-session-time"),

@@ -144,3 +144,28 @@ Deno.test("the daemon's backend flags: repeatable, lists comma- or space-separat
     assert.throws(() => parseServeArgs(args), UsageError, args.join(" "));
   }
 });
+
+Deno.test("--relay-memory sets the relay buffers lent at once, in MiB; the token-store flags parse", () => {
+  const config = parseServeArgs(["--relay-memory=64"]);
+  assert.ok(config !== "help");
+  assert.equal(config.relayBufferLentBytes, 64 * 1024 * 1024);
+  const defaults = parseServeArgs([]);
+  assert.ok(defaults !== "help");
+  assert.equal(defaults.relayBufferLentBytes, 320 * 1024 * 1024);
+  assert.equal(defaults.tokenStore, undefined);
+  assert.throws(() => parseServeArgs(["--relay-memory=-1"]), UsageError);
+  const shared = parseServeArgs([
+    "--gateway-listen=127.0.0.1:8443",
+    "--gateway-plain",
+    "--token-store=rediss://vap:pw@redis.example:6380/2",
+    "--token-store-key-file=/etc/vap/token.key",
+    "--redis-ca=/etc/vap/redis-ca.pem",
+  ]);
+  assert.ok(shared !== "help");
+  assert.equal(shared.tokenStore, "rediss://vap:pw@redis.example:6380/2");
+  assert.equal(shared.tokenStoreKeyFile, "/etc/vap/token.key");
+  assert.equal(shared.redisCaFile, "/etc/vap/redis-ca.pem");
+  const memory = parseServeArgs(["--gateway-listen=127.0.0.1:8443", "--token-store=memory"]);
+  assert.ok(memory !== "help");
+  assert.equal(memory.tokenStore, undefined, "memory is the default, in this process");
+});
