@@ -23,6 +23,7 @@ import {
   daemonHasFlag,
   type FakeServer,
   installed,
+  pinOwnProcess,
   raiseOwnOpenFiles,
   type Reference,
   startDaemon,
@@ -495,6 +496,7 @@ async function main(args: string[]): Promise<number> {
   const started = performance.now();
 
   const ownLimit = raiseOwnOpenFiles();
+  const pinning = pinOwnProcess();
   const machine = machineInfo();
   const only = groups.size < Object.keys(GROUPS).length ? `, only ${[...groups].join(", ")}` : "";
   print(`## vncauthproxy bench (${quick ? "quick" : "full"}${only})\n`);
@@ -503,7 +505,7 @@ async function main(args: string[]): Promise<number> {
       `Linux ${machine.kernel}, Deno ${machine.deno.deno} (V8 ${machine.deno.v8}); ` +
       `open files ${ownLimit}${
         ownLimit < WANTED_OPEN_FILES ? " (hard limit, not raisable)" : ""
-      }\n`,
+      }; ${pinning || "nothing pinned to a CPU (no taskset, or one CPU)"}\n`,
   );
   if (ownLimit < 3 * Math.max(...sizes.sessions)) {
     progress(`warning: open-files limit ${ownLimit} may be too low for the largest session count`);

@@ -130,13 +130,18 @@ export async function startTokenWebsockify(serverPort: number): Promise<TokenWeb
   write();
   const port = freePort();
   try {
-    const { started } = await spawn("websockify", [
-      "--token-plugin",
-      "TokenFile",
-      "--token-source",
-      file,
-      `127.0.0.1:${port}`,
-    ], undefined);
+    const { started } = await spawn(
+      "websockify",
+      [
+        "--token-plugin",
+        "TokenFile",
+        "--token-source",
+        file,
+        `127.0.0.1:${port}`,
+      ],
+      undefined,
+      { role: "relay" },
+    );
     await waitForPort(port, started);
     const stop = started[Symbol.asyncDispose].bind(started);
     return Object.assign(started, {

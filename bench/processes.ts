@@ -42,6 +42,38 @@ export function installed(command: string): boolean {
 const HAS_PRLIMIT = installed("prlimit");
 
 /**
+ * Where a process runs, as issue 16 measures: every relay (the daemon,
+ * socat, websockify) on one core, the load (this process and the fake VNC
+ * server) on the other. So a reference that forks a process per
+ * connection (socat, websockify) gets one core, as our one-threaded relay
+ * does, and the load tools never compete with the relay under test.
+ */
+export type Role = "relay" | "load";
+
+/** The CPU of each role. */
+const CPU_OF: Readonly<Record<Role, number>> = { relay: 0, load: 1 };
+
+/** Pinning needs `taskset` and two CPUs; otherwise nothing is pinned. */
+export const PINNED = installed("taskset") && navigator.hardwareConcurrency >= 2;
+
+/**
+ * Pins this process (every thread, and so the threads it starts later) to
+ * the load's CPU; returns a line for the report, empty when not pinned.
+ */
+export function pinOwnProcess(): string {
+  if (!PINNED) return "";
+  const ok = new Deno.Command("taskset", {
+    args: ["-a", "-p", "-c", String(CPU_OF.load), String(Deno.pid)],
+    stdout: "null",
+    stderr: "null",
+  }).outputSync().success;
+  return ok
+    ? `relays (vncauthproxy, socat, websockify) pinned to CPU ${CPU_OF.relay}, ` +
+      `load (bench, fake VNC server) to CPU ${CPU_OF.load}`
+    : "";
+}
+
+/**
  * The open-files limit children get: {@linkcode WANTED_OPEN_FILES} when
  * raising the hard limit is permitted (CAP_SYS_RESOURCE), else the hard
  * limit. Set by {@linkcode raiseOwnOpenFiles}.
@@ -77,12 +109,16 @@ export async function spawn(
   command: string,
   args: string[],
   ready: RegExp | undefined,
-  options: { timeoutMs?: number; env?: Readonly<Record<string, string>> } = {},
+  options: { timeoutMs?: number; env?: Readonly<Record<string, string>>; role: Role },
 ): Promise<{ started: Started; match: RegExpExecArray | undefined }> {
   const timeoutMs = options.timeoutMs ?? 20_000;
+  // taskset and prlimit exec the command: the PID is the command's.
+  const pinned = PINNED
+    ? ["taskset", ["-c", String(CPU_OF[options.role]), command, ...args]] as const
+    : [command, args] as const;
   const [cmd, cmdArgs] = HAS_PRLIMIT
-    ? ["prlimit", [`--nofile=${openFiles}:${openFiles}`, "--", command, ...args]]
-    : [command, args];
+    ? ["prlimit", [`--nofile=${openFiles}:${openFiles}`, "--", pinned[0], ...pinned[1]]]
+    : [pinned[0], [...pinned[1]]];
   const child = new Deno.Command(cmd, {
     args: cmdArgs,
     stdin: "null",
@@ -159,6 +195,7 @@ export async function startFakeServer(): Promise<FakeServer> {
     Deno.execPath(),
     ["run", "--allow-net", FAKE_SERVER],
     /^PORT (\d+)$/,
+    { role: "load" },
   );
   return Object.assign(started, { port: Number(match![1]) });
 }
@@ -280,7 +317,7 @@ export async function startDaemon(
       ...(options.args ?? []),
     ],
     /Listening for control connections on \S*?:(\d+)/,
-    { env: shipped.env },
+    { env: shipped.env, role: "relay" },
   );
   const endpoint: ProxyEndpoint = {
     controlPort: Number(match![1]),
@@ -300,12 +337,17 @@ export interface Reference extends Started {
 /** `socat -b 1048576 TCP-LISTEN:P,fork,reuseaddr TCP:127.0.0.1:FAKE`. */
 export async function startSocat(serverPort: number): Promise<Reference> {
   const port = freePort();
-  const { started } = await spawn("socat", [
-    "-b",
-    "1048576",
-    `TCP-LISTEN:${port},bind=127.0.0.1,fork,reuseaddr,backlog=1024`,
-    `TCP:127.0.0.1:${serverPort}`,
-  ], undefined);
+  const { started } = await spawn(
+    "socat",
+    [
+      "-b",
+      "1048576",
+      `TCP-LISTEN:${port},bind=127.0.0.1,fork,reuseaddr,backlog=1024`,
+      `TCP:127.0.0.1:${serverPort}`,
+    ],
+    undefined,
+    { role: "relay" },
+  );
   await waitForPort(port, started);
   return Object.assign(started, { port });
 }
@@ -313,10 +355,15 @@ export async function startSocat(serverPort: number): Promise<Reference> {
 /** Debian's `websockify 127.0.0.1:P 127.0.0.1:FAKE`. */
 export async function startWebsockify(serverPort: number): Promise<Reference> {
   const port = freePort();
-  const { started } = await spawn("websockify", [
-    `127.0.0.1:${port}`,
-    `127.0.0.1:${serverPort}`,
-  ], undefined);
+  const { started } = await spawn(
+    "websockify",
+    [
+      `127.0.0.1:${port}`,
+      `127.0.0.1:${serverPort}`,
+    ],
+    undefined,
+    { role: "relay" },
+  );
   await waitForPort(port, started);
   return Object.assign(started, { port });
 }
