@@ -1,5 +1,5 @@
 /**
- * `deno task bench [--quick]`: measures vncauthproxy (`vnc` and `vnc-ws`)
+ * `deno task bench [--quick] [--no-pin]`: measures vncauthproxy (`vnc` and `vnc-ws`)
  * against a direct connection to a fake VNC server and against socat and
  * websockify, prints the machine and one markdown table, and writes the raw
  * figures to `bench/results/<timestamp>.json`.
@@ -9,7 +9,9 @@
  * issue's targets as PASS/MISS and never fails on them. `--only
  * GROUP[,GROUP]` runs just those rows (to repeat a few on a quiet
  * machine; see {@linkcode GROUPS}), `--sessions N[,N]` sets the
- * concurrency runs' session counts.
+ * concurrency runs' session counts. Relays run on one CPU and the load on
+ * the other (see `pinOwnProcess` in processes.ts); `--no-pin` runs them
+ * unpinned.
  *
  * @module
  */
@@ -125,12 +127,15 @@ export const GROUPS = {
 /** A row group of `--only`. */
 export type Group = keyof typeof GROUPS;
 
-const USAGE = "Usage: deno task bench [--quick] [--only GROUP[,GROUP]] [--sessions N[,N]]\n" +
+const USAGE =
+  "Usage: deno task bench [--quick] [--no-pin] [--only GROUP[,GROUP]] [--sessions N[,N]]\n" +
   `Groups: ${Object.keys(GROUPS).join(", ")}`;
 
 /** What the command line asks for. */
 interface Arguments {
   readonly quick: boolean;
+  /** Relays on one CPU, the load on the other (issue 16's layout); `--no-pin` turns it off. */
+  readonly pin: boolean;
   /** The groups to run; all when `--only` is absent. */
   readonly groups: ReadonlySet<Group>;
   /** Session counts instead of the mode's. */
@@ -140,6 +145,7 @@ interface Arguments {
 /** Parses the arguments; a message for the user when they make no sense. */
 export function parseArguments(args: readonly string[]): Arguments | string {
   let quick = false;
+  let pin = true;
   let groups: Set<Group> = new Set(Object.keys(GROUPS) as Group[]);
   let sessions: number[] | undefined;
   for (let i = 0; i < args.length; i++) {
@@ -149,6 +155,10 @@ export function parseArguments(args: readonly string[]): Arguments | string {
       : [arg, undefined];
     if (name === "--quick" && inline === undefined) {
       quick = true;
+      continue;
+    }
+    if (name === "--no-pin" && inline === undefined) {
+      pin = false;
       continue;
     }
     if (name !== "--only" && name !== "--sessions") return `unknown argument: ${arg}`;
@@ -166,7 +176,7 @@ export function parseArguments(args: readonly string[]): Arguments | string {
       }
     }
   }
-  return { quick, groups, ...(sessions ? { sessions } : {}) };
+  return { quick, pin, groups, ...(sessions ? { sessions } : {}) };
 }
 
 const encoder = new TextEncoder();
@@ -496,7 +506,7 @@ async function main(args: string[]): Promise<number> {
   const started = performance.now();
 
   const ownLimit = raiseOwnOpenFiles();
-  const pinning = pinOwnProcess();
+  const pinning = pinOwnProcess(parsed.pin);
   const machine = machineInfo();
   const only = groups.size < Object.keys(GROUPS).length ? `, only ${[...groups].join(", ")}` : "";
   print(`## vncauthproxy bench (${quick ? "quick" : "full"}${only})\n`);

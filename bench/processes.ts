@@ -54,14 +54,17 @@ export type Role = "relay" | "load";
 const CPU_OF: Readonly<Record<Role, number>> = { relay: 0, load: 1 };
 
 /** Pinning needs `taskset` and two CPUs; otherwise nothing is pinned. */
-export const PINNED = installed("taskset") && navigator.hardwareConcurrency >= 2;
+let pinned = installed("taskset") && navigator.hardwareConcurrency >= 2;
 
 /**
  * Pins this process (every thread, and so the threads it starts later) to
- * the load's CPU; returns a line for the report, empty when not pinned.
+ * the load's CPU, and the processes started from now on by their role;
+ * with `wanted` false (`--no-pin`), nothing is pinned. Returns a line for
+ * the report, empty when nothing is pinned.
  */
-export function pinOwnProcess(): string {
-  if (!PINNED) return "";
+export function pinOwnProcess(wanted: boolean): string {
+  pinned &&= wanted;
+  if (!pinned) return "";
   const ok = new Deno.Command("taskset", {
     args: ["-a", "-p", "-c", String(CPU_OF.load), String(Deno.pid)],
     stdout: "null",
@@ -113,12 +116,12 @@ export async function spawn(
 ): Promise<{ started: Started; match: RegExpExecArray | undefined }> {
   const timeoutMs = options.timeoutMs ?? 20_000;
   // taskset and prlimit exec the command: the PID is the command's.
-  const pinned = PINNED
+  const command_ = pinned
     ? ["taskset", ["-c", String(CPU_OF[options.role]), command, ...args]] as const
     : [command, args] as const;
   const [cmd, cmdArgs] = HAS_PRLIMIT
-    ? ["prlimit", [`--nofile=${openFiles}:${openFiles}`, "--", pinned[0], ...pinned[1]]]
-    : [pinned[0], [...pinned[1]]];
+    ? ["prlimit", [`--nofile=${openFiles}:${openFiles}`, "--", command_[0], ...command_[1]]]
+    : [command_[0], [...command_[1]]];
   const child = new Deno.Command(cmd, {
     args: cmdArgs,
     stdin: "null",
