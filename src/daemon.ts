@@ -184,7 +184,11 @@ export async function runDaemon(config: Config, deps: DaemonDeps): Promise<void>
         }),
         // A token another instance minted: this one opens its session.
         redeem: async (handover, log) => {
-          const admitted = await admit(decodeHandover(handover), log, admission);
+          const request = {
+            ...decodeHandover(handover),
+            route: { rendezvous: "redeemed" },
+          } as const;
+          const admitted = await admit(request, log, admission);
           sessions.start(admitted.session);
           return admitted.handoff!;
         },

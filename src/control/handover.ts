@@ -12,7 +12,6 @@
 
 import { CONSOLE_TYPES, type ConsoleType } from "../config.ts";
 import type { BackendTarget } from "../rfb/backend_handshake.ts";
-import type { SessionRequest } from "./admission.ts";
 import { isHostLike, isVncPassword } from "./request_fields.ts";
 
 /** The format written; a redeeming instance refuses any other. */
@@ -20,6 +19,29 @@ const VERSION = 1;
 
 /** Longest field a handover may carry (a Unix path, a TLS name, a user name). */
 const MAX_TEXT = 4_096;
+
+/**
+ * What a handover carries: a session request's fields but its route (the
+ * viewer arrives through the redeeming instance's gateway).
+ */
+export interface Handover {
+  /** The VNC server and its credentials (secret). */
+  readonly backend: BackendTarget;
+  /** Console kind (`vnc-ws` or `vnc-wss`: a gateway's). */
+  readonly kind: ConsoleType;
+  /** The viewer's one-time VNC password (secret); none for a token alone. */
+  readonly viewerPassword: string | undefined;
+  /** The control user who asked (not secret): session limits and the audit line. */
+  readonly controlUser?: string;
+  /** The minting instance's forwarding id, for log lines. */
+  readonly id?: string;
+  /** The control protocol that asked, when not snf's. */
+  readonly protocol?: "vncap";
+  /** Asked-for idle timeout. */
+  readonly idleTimeoutMs?: number;
+  /** Asked-for session time limit. */
+  readonly maxSessionTimeMs?: number;
+}
 
 /** A handover that is not one this version wrote. */
 export class HandoverError extends Error {
@@ -35,7 +57,7 @@ export class HandoverError extends Error {
  * server and its credentials, the viewer's one-time password, the console
  * kind, the asked-for limits, and who asked (for its audit line).
  */
-export function encodeHandover(request: SessionRequest): Uint8Array {
+export function encodeHandover(request: Handover): Uint8Array {
   const { backend } = request;
   const fields = {
     v: VERSION,
@@ -57,12 +79,11 @@ export function encodeHandover(request: SessionRequest): Uint8Array {
 }
 
 /**
- * Decodes a handover into the session request it stands for, its viewer
- * arriving through the gateway (`route` `redeemed`).
+ * Decodes a handover into the fields of the session request it stands for.
  *
  * @throws {HandoverError} naming the first field that is missing or wrong.
  */
-export function decodeHandover(bytes: Uint8Array): SessionRequest {
+export function decodeHandover(bytes: Uint8Array): Handover {
   let value: unknown;
   try {
     value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
@@ -78,17 +99,16 @@ export function decodeHandover(bytes: Uint8Array): SessionRequest {
   if (!CONSOLE_TYPES.includes(kind as ConsoleType) || kind === "vnc") {
     throw new HandoverError("handover field kind");
   }
-  const request: SessionRequest = {
+  const request: Handover = {
     backend: backendOf(fields),
     kind: kind as ConsoleType,
-    route: { rendezvous: "redeemed" },
     viewerPassword: optionalText(fields, "viewerPassword", isVncPassword),
     ...present("controlUser", optionalText(fields, "controlUser")),
     ...present("id", optionalText(fields, "id")),
     ...present("protocol", optionalText(fields, "protocol", (text) => text === "vncap")),
     ...present("idleTimeoutMs", optionalMs(fields, "idleTimeoutMs")),
     ...present("maxSessionTimeMs", optionalMs(fields, "maxSessionTimeMs")),
-  } as SessionRequest;
+  } as Handover;
   return request;
 }
 
