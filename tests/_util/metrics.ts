@@ -41,6 +41,28 @@ export async function getAdmin(
   };
 }
 
+/**
+ * Polls the admin listener's `/readyz` until it answers `status` (a daemon
+ * notices a lost token store by its own health check); returns the body.
+ *
+ * @throws {Error} naming the last answer after `timeoutMs`.
+ */
+export async function waitForReadyz(
+  port: number,
+  status: number,
+  timeoutMs = 15_000,
+): Promise<string> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const ready = await getAdmin(port, "/readyz");
+    if (ready.status === status) return ready.body;
+    if (performance.now() > deadline) {
+      throw new Error(`/readyz on ${port} still ${ready.status} ${ready.body}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 /** A scrape, parsed: the raw text and a sample reader. */
 export interface Scrape {
   readonly text: string;

@@ -15,7 +15,7 @@ import {
   startGatewayDaemon,
   viewerHandshake,
 } from "../_util/gateway.ts";
-import { getAdmin, metricsPort, scrape } from "../_util/metrics.ts";
+import { getAdmin, metricsPort, scrape, waitForReadyz } from "../_util/metrics.ts";
 import { connectRawWebSocket } from "../_util/raw_websocket.ts";
 import { type RedisServer, redisSkipNotice, startRedisServer } from "../_util/redis_server.ts";
 import { connectViewer, readServerInit } from "../_util/test_viewer.ts";
@@ -168,13 +168,7 @@ Deno.test({
     assert.equal(unavailable.response.status, 503);
     // The balancer learns it (the health check notices within its interval).
     for (const port of [metricsA, metricsB]) {
-      let ready = await getAdmin(port, "/readyz");
-      for (let i = 0; i < 100 && ready.status === 200; i++) {
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        ready = await getAdmin(port, "/readyz");
-      }
-      assert.equal(ready.status, 503);
-      assert.match(ready.body, /^token store unreachable$/m);
+      assert.match(await waitForReadyz(port, 503), /^token store unreachable$/m);
       assert.equal(
         (await getAdmin(port, "/healthz")).status,
         200,
@@ -199,12 +193,7 @@ Deno.test({
 
     await redis.restart();
     for (const port of [metricsA, metricsB]) {
-      let ready = await getAdmin(port, "/readyz");
-      for (let i = 0; i < 200 && ready.status !== 200; i++) {
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        ready = await getAdmin(port, "/readyz");
-      }
-      assert.equal(ready.status, 200, "ready again once Redis answers");
+      await waitForReadyz(port, 200);
     }
     await a.daemon.waitForLine(/Token store .* answers again/);
     // The token minted before the outage died with that Redis (no persistence here);

@@ -16,7 +16,7 @@ import { type DaemonProcess, requestForwardingRaw, startDaemon } from "../_util/
 import { startFakeVncServer } from "../_util/fake_vnc_server.ts";
 import { assertRawDesktop, readPayload, viewerHandshake } from "../_util/gateway.ts";
 import { type Haproxy, hasHaproxy, startHaproxy } from "../_util/haproxy.ts";
-import { getAdmin, metricsPort } from "../_util/metrics.ts";
+import { metricsPort, waitForReadyz } from "../_util/metrics.ts";
 import { connectRawWebSocket, type RawWebSocket } from "../_util/raw_websocket.ts";
 import { hasCommand, startXvnc } from "../_util/real_peers.ts";
 import { hasRedisServer, type RedisServer, startRedisServer } from "../_util/redis_server.ts";
@@ -223,23 +223,6 @@ async function waitUntil(what: string, check: () => boolean, timeoutMs = 10_000)
   }
 }
 
-/** Polls the instance's `/readyz` until it answers `status` (the Redis client notices on its own); returns the body. */
-async function waitForReadyz(
-  instance: Instance,
-  status: number,
-  timeoutMs = 15_000,
-): Promise<string> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const ready = await getAdmin(instance.metricsPort, "/readyz");
-    if (ready.status === status) return ready.body;
-    if (performance.now() > deadline) {
-      throw new Error(`${instance.name}: /readyz still ${ready.status} ${ready.body}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
 // ---------------------------------------------------------------------------------------
 // The tests
 // ---------------------------------------------------------------------------------------
@@ -381,7 +364,7 @@ test(
         503,
         `${instance.name}: ${redemption.response.body}`,
       );
-      assert.match(await waitForReadyz(instance, 503), /token store/);
+      assert.match(await waitForReadyz(instance.metricsPort, 503), /token store/);
     }
     await haproxy.waitForServer("a", "DOWN");
     await haproxy.waitForServer("b", "DOWN");
@@ -397,7 +380,7 @@ test(
         await Promise.race([instance.daemon.status.then(() => "exited"), "running"]),
         "running",
       );
-      await waitForReadyz(instance, 200);
+      await waitForReadyz(instance.metricsPort, 200);
       const token = await mint(instance, fake.port);
       const { socket, response } = await redeem(haproxy.port, token, certificate);
       assert.ok(socket, `after the restart: ${response.status} ${response.body}`);
