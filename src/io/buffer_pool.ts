@@ -20,9 +20,9 @@
  * buffer is larger than `crowdSize`. One stream alone reads a megabyte at a
  * time, but a crowd reads best in smaller pieces that stay in the CPU's
  * cache between the copy in and the copy out: 1,000 sessions streaming at
- * once moved about 17% more through 256 KiB buffers than through the 1 MiB
+ * once moved a third more through 256 KiB buffers than through the 1 MiB
  * ones the first few hundred took before the fair share set in, with a
- * third of the allocations and fewer garbage collections (bench, 2 cores).
+ * third of the allocations and page faults (bench machine, 2 cores).
  *
  * @module
  */
