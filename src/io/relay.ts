@@ -35,7 +35,7 @@ export const MAX_RELAY_BUFFER = 1024 * 1024;
  * How much larger the next buffer is after a full read. Few steps mean few
  * allocations: a crowd's first burst allocated 784 MB for 1,000 MiB relayed
  * through the 16 KiB, 64 KiB, 256 KiB, 1 MiB steps of growing by four, and
- * 240 MB through 16 KiB, 256 KiB (bench, 1,000 sessions).
+ * about 250 MB through 16 KiB, 256 KiB (bench, 1,000 sessions).
  */
 const GROWTH = 16;
 
