@@ -8,9 +8,10 @@
  * ({@linkcode IDLE_RELAY_BUFFER} bytes, enough for any input event), so
  * thousands of idle sessions hold little more than Deno's own cost of a
  * pending read. When a read fills the buffer (a framebuffer update in
- * bulk), the direction borrows a larger buffer from the pool, four times
- * larger at each full read up to {@linkcode MAX_RELAY_BUFFER}, or the fair
- * share the pool gives while many sessions stream at once; after a short
+ * bulk), the direction borrows a larger buffer from the pool, sixteen
+ * times larger at each full read ({@linkcode FIRST_BULK_BUFFER}, 256 KiB,
+ * then {@linkcode MAX_RELAY_BUFFER}), or what the pool grants while many
+ * sessions stream at once (a crowd's size, or a fair share); after a short
  * read it gives it back and waits on its tiny buffer again, and the next
  * bulk jumps straight back to the size it reached before. Backpressure is
  * natural: nothing is read until the previous chunk has been written.
@@ -30,6 +31,13 @@ export const IDLE_RELAY_BUFFER = 256;
 export const FIRST_BULK_BUFFER = 16 * 1024;
 /** Largest relay buffer, in bytes. */
 export const MAX_RELAY_BUFFER = 1024 * 1024;
+/**
+ * How much larger the next buffer is after a full read. Few steps mean few
+ * allocations: a crowd's first burst allocated 784 MB for 1,000 MiB relayed
+ * through the 16 KiB, 64 KiB, 256 KiB, 1 MiB steps of growing by four, and
+ * about 250 MB through 16 KiB, 256 KiB (bench, 1,000 sessions).
+ */
+const GROWTH = 16;
 
 /** What a finished relay reports. */
 export interface RelayResult {
@@ -227,11 +235,11 @@ async function pump(
       else state.counters.bToA += n;
       let next = buffer;
       if (n === space.length) {
-        // Full: grow (four times, up to the bound), or come back to the
-        // size reached before; the pool may answer with a fair share.
+        // Full: grow (sixteen times, up to the bound), or come back to the
+        // size reached before; the pool may answer with less.
         next = buffer === idle
           ? pool.take(peak)
-          : pool.resize(buffer, Math.min(buffer.length * 4, MAX_RELAY_BUFFER));
+          : pool.resize(buffer, Math.min(buffer.length * GROWTH, MAX_RELAY_BUFFER));
         if (next.length > idle.length) {
           peak = Math.max(peak, next.length);
         } else if (next !== buffer) {

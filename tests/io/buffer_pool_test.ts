@@ -66,3 +66,25 @@ Deno.test("BufferPool.give() keeps at most maxIdleBytes for reuse", () => {
   assert.equal(pool.idleBytes, 2048);
   assert.equal(pool.lentBytes, 0);
 });
+
+Deno.test("BufferPool caps a crowd's buffers at the crowd's size, however much memory is left", () => {
+  const KIB = 1024;
+  const pool = new BufferPool({
+    maxLentBytes: 1024 * 1024 * KIB,
+    crowdCount: 3,
+    crowdSize: 256 * KIB,
+  });
+  // Alone or with a few others, a stream gets the megabyte it asks for.
+  const early = [pool.take(1024 * KIB), pool.take(1024 * KIB), pool.take(1024 * KIB)];
+  assert.deepEqual(early.map((buffer) => buffer.length), [1024 * KIB, 1024 * KIB, 1024 * KIB]);
+  // The fourth finds three lent: a crowd.
+  assert.equal(pool.take(1024 * KIB).length, 256 * KIB);
+  assert.equal(pool.take(64 * KIB).length, 64 * KIB, "a small request is never scaled up");
+  // An early megabyte comes down to the crowd's size at its next growth step.
+  const resized = pool.resize(early[0]!, 1024 * KIB);
+  assert.equal(resized.length, 256 * KIB);
+  // Once the crowd has gone, the megabyte is back.
+  for (const buffer of [resized, early[1]!, early[2]!]) pool.give(buffer);
+  assert.equal(pool.lentCount, 2);
+  assert.equal(pool.take(1024 * KIB).length, 1024 * KIB);
+});

@@ -167,9 +167,9 @@ function sink() {
   };
 }
 
-Deno.test("relay() reads grow 4× per full read, fall back to 256 bytes after a short one, and jump back", async () => {
+Deno.test("relay() reads grow 16× per full read, fall back to 256 bytes after a short one, and jump back", async () => {
   const source = scriptedSource([
-    ...Array<"full">(6).fill("full"),
+    ...Array<"full">(5).fill("full"),
     1,
     "full",
     "full",
@@ -179,7 +179,6 @@ Deno.test("relay() reads grow 4× per full read, fall back to 256 bytes after a 
   assert.deepEqual(source.sizes, [
     256,
     16 * KIB,
-    64 * KIB,
     256 * KIB,
     1024 * KIB,
     1024 * KIB,
@@ -200,6 +199,18 @@ Deno.test("relay() under a crowded pool reads its fair share, not the 16 KiB fal
   await relay(source, sink(), { pool });
   // 1 MiB over 16 buffers: 64 KiB each.
   assert.deepEqual(source.sizes, [256, 16 * KIB, 64 * KIB, 64 * KIB, 64 * KIB, 64 * KIB]);
+  for (const buffer of others) pool.give(buffer);
+  assert.equal(pool.lentBytes, 0);
+});
+
+Deno.test("relay() in a crowd stops growing at the crowd's size, with memory to spare", async () => {
+  const KIB = 1024;
+  const pool = new BufferPool({ maxLentBytes: 1024 * 1024 * KIB });
+  // Eight other sessions streaming: a crowd.
+  const others = Array.from({ length: 8 }, () => pool.take(256 * KIB));
+  const source = scriptedSource(Array<"full">(4).fill("full"));
+  await relay(source, sink(), { pool });
+  assert.deepEqual(source.sizes, [256, 16 * KIB, 256 * KIB, 256 * KIB, 256 * KIB]);
   for (const buffer of others) pool.give(buffer);
   assert.equal(pool.lentBytes, 0);
 });
