@@ -13,10 +13,10 @@
  */
 
 import { isIP } from "node:net";
-import { formatHostPort } from "../../io/duplex.ts";
+import { formatHostPort, unbracketHost } from "../../io/duplex.ts";
 
 /** Default TCP port of Redis. */
-export const REDIS_DEFAULT_PORT = 6379;
+const REDIS_DEFAULT_PORT = 6379;
 
 /** Largest database index accepted (Redis defaults to 16 databases; configs may raise it). */
 const MAX_DB = 1_000_000;
@@ -42,19 +42,17 @@ export type RedisUrl =
 /**
  * Parses a Redis URL (see the module's documentation).
  *
- * @throws {SyntaxError} on anything else, with a message that does not
- * repeat the password.
+ * @throws {SyntaxError} on anything else, saying what is wrong without
+ * repeating any of the text: a password may sit anywhere in a malformed URL.
  */
 export function parseRedisUrl(text: string): RedisUrl {
   const trimmed = text.trim();
   const scheme = /^([a-z]+):/i.exec(trimmed)?.[1]?.toLowerCase();
   if (scheme === "unix") return parseUnix(trimmed);
   if (scheme !== "redis" && scheme !== "rediss") {
-    throw new SyntaxError(
-      `Invalid Redis URL "${redact(trimmed)}": expected redis://, rediss:// or unix:/path`,
-    );
+    throw invalid("expected redis://, rediss:// or unix:/path");
   }
-  const bad = (why: string) => new SyntaxError(`Invalid Redis URL "${redact(trimmed)}": ${why}`);
+  const bad = invalid;
   if (!/^[a-z]+:\/\//i.test(trimmed)) throw bad("expected // after the scheme");
   let url: URL;
   try {
@@ -65,14 +63,14 @@ export function parseRedisUrl(text: string): RedisUrl {
   if (url.search !== "" || url.hash !== "") throw bad("no query or fragment allowed");
   let hostname = url.hostname;
   if (hostname === "") throw bad("no host");
-  if (hostname.startsWith("[")) hostname = hostname.slice(1, -1);
+  if (hostname.startsWith("[")) hostname = unbracketHost(hostname);
   else if (isIP(hostname) === 0 && !/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/i.test(hostname)) {
     throw bad("invalid host name");
   }
   const port = url.port === "" ? REDIS_DEFAULT_PORT : Number(url.port);
   if (!(port >= 1 && port <= 65535)) throw bad("port out of range");
   const db = parseDb(url.pathname.replace(/^\//, ""), bad);
-  const credentials = decodeCredentials(url.username, url.password, trimmed, bad);
+  const credentials = decodeCredentials(url.username, url.password, trimmed);
   return {
     transport: scheme === "rediss" ? "tls" : "tcp",
     hostname,
@@ -82,8 +80,13 @@ export function parseRedisUrl(text: string): RedisUrl {
   };
 }
 
+/** The error of a malformed URL: what is wrong, none of the text. */
+function invalid(why: string): SyntaxError {
+  return new SyntaxError(`Invalid Redis URL: ${why}`);
+}
+
 function parseUnix(text: string): RedisUrl {
-  const bad = (why: string) => new SyntaxError(`Invalid Redis URL "${redact(text)}": ${why}`);
+  const bad = invalid;
   const rest = text.slice("unix:".length).replace(/^\/\/(?=\/)/, "");
   const queryAt = rest.indexOf("?");
   const rawPath = queryAt === -1 ? rest : rest.slice(0, queryAt);
@@ -110,12 +113,14 @@ function parseUnix(text: string): RedisUrl {
       } catch {
         throw bad("invalid percent-encoding");
       }
+      if (name !== "db" && name !== "user" && name !== "password") {
+        throw bad("unknown parameter (db, user and password are known)");
+      }
       if (seen.has(name)) throw bad(`"${name}" given twice`);
       seen.add(name);
       if (name === "db") db = parseDb(value, bad);
       else if (name === "user") username = value;
-      else if (name === "password") password = value;
-      else throw bad(`unknown parameter "${name.slice(0, 32)}" (db, user, password)`);
+      else password = value;
     }
   }
   if (username !== undefined && password === undefined) throw bad("a user needs a password");
@@ -132,7 +137,7 @@ function parseUnix(text: string): RedisUrl {
 function parseDb(text: string, bad: (why: string) => SyntaxError): number {
   if (text === "") return 0;
   if (!/^\d{1,7}$/.test(text) || Number(text) > MAX_DB) {
-    throw bad(`invalid database "${text.slice(0, 32)}" (a number)`);
+    throw bad(`invalid database (a number up to ${MAX_DB})`);
   }
   return Number(text);
 }
@@ -141,7 +146,6 @@ function decodeCredentials(
   rawUser: string,
   rawPassword: string,
   text: string,
-  bad: (why: string) => SyntaxError,
 ): { username?: string; password?: string } {
   const hasAt = /^[a-z]+:\/\/[^/]*@/i.test(text);
   if (!hasAt) return {};
@@ -151,17 +155,10 @@ function decodeCredentials(
     username = decodeURIComponent(rawUser);
     password = decodeURIComponent(rawPassword);
   } catch {
-    throw bad("invalid percent-encoding in the credentials");
+    throw invalid("invalid percent-encoding in the credentials");
   }
-  if (password === "") throw bad("credentials without a password (write user:password@)");
+  if (password === "") throw invalid("credentials without a password (write user:password@)");
   return username === "" ? { password } : { username, password };
-}
-
-/** The URL with any password replaced, for error messages about the URL itself. */
-function redact(text: string): string {
-  const shown = text.replace(/^([a-z]+:\/\/[^/@]*?:)[^/@]*@/i, "$1***@")
-    .replace(/([?&]password=)[^&]*/i, "$1***");
-  return shown.length > 200 ? `${shown.slice(0, 200)}…` : shown;
 }
 
 /** The URL for log lines: scheme, user, host, port and database; never the password. */
