@@ -25,6 +25,8 @@
  */
 
 import { concatBytes } from "../../io/bytes.ts";
+import { startDeadline } from "../../io/deadline.ts";
+import { sanitizeLogText } from "../../log.ts";
 import {
   encodeCommand,
   RespErrorReply,
@@ -416,50 +418,39 @@ export class RedisClient implements AsyncDisposable {
   async #dial(): Promise<Deno.Conn> {
     const url = this.#url;
     if (url.transport === "unix") return await Deno.connect({ transport: "unix", path: url.path });
-    const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(), this.#timeoutMs);
-    let tcp: Deno.TcpConn | undefined;
+    using phase = startDeadline(this.#timeoutMs);
+    const { signal } = phase;
+    // What the deadline closes: the TCP socket, then the TLS connection over it.
+    let conn: Deno.Conn | undefined;
+    let tls = false;
+    const onAbort = () => closeQuietly(conn);
+    signal.addEventListener("abort", onAbort, { once: true });
     try {
-      tcp = await Deno.connect({ hostname: url.hostname, port: url.port, signal: abort.signal });
+      const tcp = await Deno.connect({ hostname: url.hostname, port: url.port, signal });
+      conn = tcp;
       if (url.transport === "tcp") return tcp;
-      const tls = await Deno.startTls(tcp, {
+      tls = true;
+      const tlsConn = await Deno.startTls(tcp, {
         hostname: url.hostname,
         ...(this.#caCerts === undefined ? {} : { caCerts: this.#caCerts }),
       });
-      tcp = undefined;
-      const onAbort = () => tls.close();
-      abort.signal.addEventListener("abort", onAbort, { once: true });
-      try {
-        await tls.handshake();
-      } catch (error) {
-        try {
-          tls.close();
-        } catch {
-          // Closed by the abort.
-        }
-        throw new RedisUnavailableError(
-          abort.signal.aborted
-            ? `TLS handshake with Redis timed out after ${this.#timeoutMs} ms`
-            : `TLS handshake with Redis failed: ${errorText(error)}`,
-        );
-      } finally {
-        abort.signal.removeEventListener("abort", onAbort);
-      }
-      return tls;
+      conn = tlsConn;
+      // The deadline may have passed while TLS was set up: it closed the TCP socket only.
+      signal.throwIfAborted();
+      await tlsConn.handshake();
+      return tlsConn;
     } catch (error) {
-      try {
-        tcp?.close();
-      } catch {
-        // Closed already.
-      }
-      if (error instanceof RedisUnavailableError) throw error;
+      closeQuietly(conn);
+      const what = tls ? "TLS handshake with Redis" : "Connecting to Redis";
       throw new RedisUnavailableError(
-        abort.signal.aborted
-          ? `Connecting to Redis timed out after ${this.#timeoutMs} ms`
+        signal.aborted
+          ? `${what} timed out after ${this.#timeoutMs} ms`
+          : tls
+          ? `TLS handshake with Redis failed: ${errorText(error)}`
           : `Cannot connect to Redis: ${errorText(error)}`,
       );
     } finally {
-      clearTimeout(timer);
+      signal.removeEventListener("abort", onAbort);
     }
   }
 
@@ -547,8 +538,7 @@ function positive(what: string, value: number): number {
 
 /** A server's or the system's message, one line, bounded. */
 function boundedText(text: string): string {
-  // deno-lint-ignore no-control-regex
-  const line = text.replace(/[\x00-\x1f\x7f]+/g, " ");
+  const line = sanitizeLogText(text);
   return line.length > 200 ? `${line.slice(0, 200)}…` : line;
 }
 
@@ -559,4 +549,13 @@ function serverText(message: string): string {
 
 function errorText(error: unknown): string {
   return boundedText(error instanceof Error ? error.message : String(error));
+}
+
+/** Closes `conn` if there is one and it is still open. */
+function closeQuietly(conn: Deno.Conn | undefined): void {
+  try {
+    conn?.close();
+  } catch {
+    // Closed already.
+  }
 }
