@@ -488,7 +488,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
       const issued = await tokens.issue(rendezvous, {
         ttlMs: options.ttlMs,
         ...(options.clientAddress !== undefined ? { clientAddress: options.clientAddress } : {}),
-        ...(options.handover !== undefined ? { handover: options.handover() } : {}),
+        ...(options.handover !== undefined ? { handover: options.handover } : {}),
       });
       // Draining, the token stays redeemable on the other instances (if shared).
       remove = () =>

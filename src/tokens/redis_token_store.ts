@@ -33,6 +33,7 @@
  */
 
 import { createHash } from "node:crypto";
+import { concatBytes } from "../io/bytes.ts";
 import { canonicalIp } from "../io/ip_address.ts";
 import { RedisError, RedisUnavailableError } from "./redis/redis_client.ts";
 import type { RespValue } from "./redis/resp.ts";
@@ -105,10 +106,8 @@ export class RedisTokenStore<T> implements TokenStore<T>, AsyncDisposable {
   readonly #key: TokenStoreKey;
   readonly #onExpire: (entry: T) => void;
   readonly #prefix: string;
+  /** This instance's pending entries, with the backend connections they pin. */
   readonly #memory: MemoryTokenStore<T>;
-  /** This instance's pending entries by token hash, and back. */
-  readonly #entryByHash = new Map<string, T>();
-  readonly #hashByEntry = new Map<T, string>();
   #closed = false;
 
   /**
@@ -126,10 +125,7 @@ export class RedisTokenStore<T> implements TokenStore<T>, AsyncDisposable {
       ...(options.sweepIntervalMs === undefined
         ? {}
         : { sweepIntervalMs: options.sweepIntervalMs }),
-      onExpire: (entry) => {
-        this.#forget(entry);
-        this.#onExpire(entry);
-      },
+      onExpire: (entry) => this.#onExpire(entry),
     }, deps);
   }
 
@@ -155,20 +151,23 @@ export class RedisTokenStore<T> implements TokenStore<T>, AsyncDisposable {
       ttlMs: options.ttlMs,
       ...(options.clientAddress === undefined ? {} : { clientAddress: options.clientAddress }),
     });
-    const hash = hashToken(issued.token);
-    this.#entryByHash.set(hash, entry);
-    this.#hashByEntry.set(entry, hash);
-    const redisKey = this.#prefix + hash;
+    const redisKey = this.#prefix + hashToken(issued.token);
     const address = options.clientAddress === undefined
       ? undefined
       : canonicalIp(options.clientAddress);
-    const sealed = this.#key.seal(handover, issued.token, redisKey);
+    const plain = handover();
+    let sealed: Uint8Array;
+    try {
+      sealed = this.#key.seal(plain, issued.token, redisKey);
+    } finally {
+      plain.fill(0);
+    }
     const tag = address === undefined ? undefined : this.#key.addressTag(address, redisKey);
-    const value = new Uint8Array(2 + (tag?.length ?? 0) + sealed.length);
-    value[0] = VALUE_VERSION;
-    value[1] = tag === undefined ? 0 : 1;
-    if (tag !== undefined) value.set(tag, 2);
-    value.set(sealed, 2 + (tag?.length ?? 0));
+    const value = concatBytes([
+      Uint8Array.of(VALUE_VERSION, tag === undefined ? 0 : 1),
+      ...(tag === undefined ? [] : [tag]),
+      sealed,
+    ]);
     const ttl = String(Math.max(1, Math.ceil(issued.ttlMs)));
     try {
       const reply = await this.#client.command(["SET", redisKey, value, "PX", ttl, "NX"]);
@@ -176,7 +175,6 @@ export class RedisTokenStore<T> implements TokenStore<T>, AsyncDisposable {
       if (reply !== "OK") throw new RedisUnavailableError("Redis did not store the token");
     } catch (error) {
       await this.#memory.remove(entry);
-      this.#forget(entry);
       // The SET may have reached Redis before its deadline passed: no one
       // has the token, but do not leave its key for its whole lifetime.
       this.#client.command(["DEL", redisKey]).catch(() => {});
@@ -202,7 +200,7 @@ export class RedisTokenStore<T> implements TokenStore<T>, AsyncDisposable {
       throw error;
     }
     if (reply === 1) return { ok: false, why: "wrong-address", hashPrefix };
-    const local = this.#entryByHash.get(hash);
+    const local = this.#memory.entryOf(hash);
     if (!(reply instanceof Uint8Array)) {
       // Gone from Redis: redeemed on another instance, or expired there.
       if (local !== undefined) await this.#expireHere(local);
@@ -210,12 +208,9 @@ export class RedisTokenStore<T> implements TokenStore<T>, AsyncDisposable {
     }
     if (local !== undefined) {
       const claimed = await this.#memory.claim(token, viewerAddress);
-      if (claimed.ok) {
-        this.#forget(local);
-        return claimed;
-      }
+      if (claimed.ok) return claimed;
       // Expired here a moment before Redis expired it: the handover serves.
-      if (this.#hashByEntry.has(local)) await this.#expireHere(local);
+      if (this.#memory.hashOf(local) !== undefined) await this.#expireHere(local);
     }
     const handover = this.#openValue(reply, token, redisKey);
     if (handover === undefined) return { ok: false, why: "unknown", hashPrefix };
@@ -224,9 +219,8 @@ export class RedisTokenStore<T> implements TokenStore<T>, AsyncDisposable {
 
   /** {@inheritDoc TokenStore.remove} */
   async remove(entry: T, options: { readonly keepShared?: boolean } = {}): Promise<boolean> {
-    const hash = this.#hashByEntry.get(entry);
+    const hash = this.#memory.hashOf(entry);
     const removed = await this.#memory.remove(entry);
-    this.#forget(entry);
     if (hash !== undefined && options.keepShared !== true) {
       try {
         await this.#client.command(["DEL", this.#prefix + hash]);
@@ -280,14 +274,6 @@ export class RedisTokenStore<T> implements TokenStore<T>, AsyncDisposable {
   /** Drops a local entry whose token Redis no longer has, and tells its owner. */
   async #expireHere(entry: T): Promise<void> {
     const removed = await this.#memory.remove(entry);
-    this.#forget(entry);
     if (removed) this.#onExpire(entry);
-  }
-
-  #forget(entry: T): void {
-    const hash = this.#hashByEntry.get(entry);
-    if (hash === undefined) return;
-    this.#hashByEntry.delete(entry);
-    this.#entryByHash.delete(hash);
   }
 }

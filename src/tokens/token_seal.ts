@@ -28,6 +28,7 @@
 
 import { Buffer } from "node:buffer";
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync } from "node:crypto";
+import { concatBytes } from "../io/bytes.ts";
 
 /** Least bytes of key material in a key file. */
 export const MIN_TOKEN_STORE_KEY_BYTES = 32;
@@ -78,12 +79,7 @@ export class TokenStoreKey {
       const cipher = createCipheriv("aes-256-gcm", key, iv);
       cipher.setAAD(Buffer.from(redisKey, "utf8"));
       const body = Buffer.concat([cipher.update(handover), cipher.final()]);
-      const out = new Uint8Array(1 + IV_BYTES + body.length + TAG_BYTES);
-      out[0] = SEAL_VERSION;
-      out.set(iv, 1);
-      out.set(body, 1 + IV_BYTES);
-      out.set(cipher.getAuthTag(), 1 + IV_BYTES + body.length);
-      return out;
+      return concatBytes([Uint8Array.of(SEAL_VERSION), iv, body, cipher.getAuthTag()]);
     } finally {
       key.fill(0);
     }

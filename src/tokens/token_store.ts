@@ -36,12 +36,13 @@ export interface TokenIssueOptions {
    */
   readonly clientAddress?: string;
   /**
-   * What another instance needs to open the entry's session itself (secret:
-   * a shared store keeps it sealed, and only a claim of the token opens it).
-   * A store shared between instances requires it; the in-process one
-   * ignores it. @default {undefined}
+   * Makes what another instance needs to open the entry's session itself
+   * (secret: a shared store keeps it sealed, and only a claim of the token
+   * opens it). A store shared between instances requires it, calls it once
+   * and wipes the bytes after sealing them; the in-process one never calls
+   * it, so no copy of the secrets is made for nothing. @default {undefined}
    */
-  readonly handover?: Uint8Array;
+  readonly handover?: () => Uint8Array;
 }
 
 /** A token just issued: the secret for the viewer and the trace for logs. */
@@ -220,6 +221,16 @@ export class MemoryTokenStore<T> implements TokenStore<T>, AsyncDisposable {
   /** Tokens pending now. */
   get size(): number {
     return this.#byHash.size;
+  }
+
+  /** The entry pending under the token hash `hash`, if any (for a store built on this one). */
+  entryOf(hash: string): T | undefined {
+    return this.#byHash.get(hash)?.entry;
+  }
+
+  /** The token hash `entry` is pending under, if any. */
+  hashOf(entry: T): string | undefined {
+    return this.#hashByEntry.get(entry);
   }
 
   /** {@inheritDoc TokenStore.available} */

@@ -10,6 +10,7 @@ import { TokenStoreKey } from "../../src/tokens/token_seal.ts";
 import { hashToken, TokenStoreUnavailableError } from "../../src/tokens/token_store.ts";
 import { containsBytes } from "../_util/property.ts";
 import { type RedisServer, redisSkipNotice, startRedisServer } from "../_util/redis_server.ts";
+import { waitUntil } from "../_util/child_process.ts";
 
 const hasRedis = redisSkipNotice("the Redis token store tests");
 const enc = new TextEncoder();
@@ -66,14 +67,6 @@ function sharedKey(): TokenStoreKey {
   return new TokenStoreKey(crypto.getRandomValues(new Uint8Array(32)));
 }
 
-async function waitFor(what: string, predicate: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
 /** Every key of the test database and its value. */
 async function dump(client: RedisClient): Promise<Map<string, Uint8Array>> {
   const keys = await client.command(["KEYS", "*"]) as Uint8Array[];
@@ -96,8 +89,14 @@ Deno.test({
     await using a = await instance(server, key);
     await using b = await instance(server, key);
     const entry = { name: "one" };
-    const issued = await a.store.issue(entry, { ttlMs: 30_000, handover: handoverOf(entry) });
+    const made: Uint8Array[] = [];
+    const issued = await a.store.issue(entry, {
+      ttlMs: 30_000,
+      handover: () => made[made.push(handoverOf(entry)) - 1]!,
+    });
     assert.equal(a.store.size, 1);
+    assert.equal(made.length, 1, "the handover is made once");
+    assert.ok(made[0]!.every((byte) => byte === 0), "and wiped once sealed");
 
     const claim = await b.store.claim(issued.token, "192.0.2.7");
     assert.ok(claim.ok);
@@ -131,7 +130,7 @@ Deno.test({
     await using a = await instance(server, key);
     await using b = await instance(server, key);
     const entry = { name: "pinned" };
-    const issued = await a.store.issue(entry, { ttlMs: 30_000, handover: handoverOf(entry) });
+    const issued = await a.store.issue(entry, { ttlMs: 30_000, handover: () => handoverOf(entry) });
     const claim = await a.store.claim(issued.token, "192.0.2.7");
     assert.ok(claim.ok);
     assert.equal(claim.entry, entry);
@@ -153,7 +152,10 @@ Deno.test({
     const entries = Array.from({ length: 200 }, (_, i) => ({ name: `e${i}` }));
     const issued = await Promise.all(
       entries.map((entry, i) =>
-        (i % 2 === 0 ? a : b).store.issue(entry, { ttlMs: 30_000, handover: handoverOf(entry) })
+        (i % 2 === 0 ? a : b).store.issue(entry, {
+          ttlMs: 30_000,
+          handover: () => handoverOf(entry),
+        })
       ),
     );
     const claims = await Promise.all(
@@ -209,7 +211,7 @@ Deno.test({
       const issued = await a.store.issue(entry, {
         ttlMs: 30_000,
         clientAddress: bound!,
-        handover: handoverOf(entry),
+        handover: () => handoverOf(entry),
       });
       for (const store of [a.store, b.store]) {
         const refused = await store.claim(issued.token, other!);
@@ -224,7 +226,7 @@ Deno.test({
       a.store.issue({ name: "x" }, {
         ttlMs: 1_000,
         clientAddress: "nope",
-        handover: enc.encode("h"),
+        handover: () => enc.encode("h"),
       }),
       TypeError,
     );
@@ -240,14 +242,14 @@ Deno.test({
     await using a = await instance(server, key, { maxTtlMs: 300 });
     await using b = await instance(server, key);
     const entry = { name: "late" };
-    const issued = await a.store.issue(entry, { ttlMs: 60_000, handover: handoverOf(entry) });
+    const issued = await a.store.issue(entry, { ttlMs: 60_000, handover: () => handoverOf(entry) });
     assert.equal(issued.ttlMs, 300, "capped");
     const pttl = await a.client.command([
       "PTTL",
       `${DEFAULT_TOKEN_KEY_PREFIX}${hashToken(issued.token)}`,
     ]);
     assert.ok(typeof pttl === "number" && pttl > 0 && pttl <= 300, String(pttl));
-    await waitFor("the local expiry", () => a.expired.length > 0);
+    await waitUntil("the local expiry", () => a.expired.length > 0);
     assert.deepEqual(a.expired, [entry]);
     let keys = await dump(a.client);
     for (let i = 0; keys.size > 0 && i < 100; i++) {
@@ -272,13 +274,16 @@ Deno.test({
     await using a = await instance(server, key);
     await using b = await instance(server, key);
     const before = { name: "before" };
-    const pending = await a.store.issue(before, { ttlMs: 30_000, handover: handoverOf(before) });
+    const pending = await a.store.issue(before, {
+      ttlMs: 30_000,
+      handover: () => handoverOf(before),
+    });
     await server.stop();
-    await waitFor("unavailable", () => !a.store.available && !b.store.available);
+    await waitUntil("unavailable", () => !a.store.available && !b.store.available);
 
     const entry = { name: "down" };
     await assert.rejects(
-      a.store.issue(entry, { ttlMs: 30_000, handover: handoverOf(entry) }),
+      a.store.issue(entry, { ttlMs: 30_000, handover: () => handoverOf(entry) }),
       TokenStoreUnavailableError,
     );
     assert.equal(a.store.size, 1, "only the token issued before");
@@ -291,8 +296,8 @@ Deno.test({
     assert.deepEqual(a.expired, []);
 
     await server.restart();
-    await waitFor("available", () => a.store.available && b.store.available);
-    const issued = await a.store.issue(entry, { ttlMs: 30_000, handover: handoverOf(entry) });
+    await waitUntil("available", () => a.store.available && b.store.available);
+    const issued = await a.store.issue(entry, { ttlMs: 30_000, handover: () => handoverOf(entry) });
     const after = await b.store.claim(issued.token, "192.0.2.7");
     assert.ok(after.ok && after.entry === undefined);
     assert.deepEqual(a.expired, []);
@@ -312,7 +317,7 @@ Deno.test({
       const address = addresses[i % addresses.length];
       const issued = await a.store.issue(entry, {
         ttlMs: 30_000,
-        handover: handoverOf(entry),
+        handover: () => handoverOf(entry),
         ...(address === undefined ? {} : { clientAddress: address }),
       });
       tokens.push(issued.token);
@@ -361,7 +366,7 @@ Deno.test({
     await using a = await instance(server, key);
     await using b = await instance(server, key);
     const entry = { name: "cancelled" };
-    const issued = await a.store.issue(entry, { ttlMs: 30_000, handover: handoverOf(entry) });
+    const issued = await a.store.issue(entry, { ttlMs: 30_000, handover: () => handoverOf(entry) });
     assert.equal(await a.store.remove(entry), true);
     assert.equal(await a.store.remove(entry), false);
     assert.equal((await dump(a.client)).size, 0);
@@ -379,7 +384,7 @@ Deno.test({
     await using a = await instance(server, key);
     await using b = await instance(server, key);
     const entry = { name: "draining" };
-    const issued = await a.store.issue(entry, { ttlMs: 30_000, handover: handoverOf(entry) });
+    const issued = await a.store.issue(entry, { ttlMs: 30_000, handover: () => handoverOf(entry) });
     assert.equal(await a.store.remove(entry, { keepShared: true }), true);
     assert.equal(a.store.size, 0);
     assert.equal((await dump(a.client)).size, 1);
@@ -399,13 +404,15 @@ Deno.test({
     await using a = await instance(server, key);
     await using b = await instance(server, key);
     const entry = { name: "survivor" };
-    const issued = await a.store.issue(entry, { ttlMs: 30_000, handover: handoverOf(entry) });
+    const issued = await a.store.issue(entry, { ttlMs: 30_000, handover: () => handoverOf(entry) });
     await a.store.close();
     assert.deepEqual(a.expired, [entry]);
     assert.equal(a.store.available, false);
     const refused = await a.store.claim(issued.token, "192.0.2.7");
     assert.ok(!refused.ok && refused.why === "unavailable");
-    await assert.rejects(a.store.issue({ name: "y" }, { ttlMs: 1, handover: enc.encode("h") }));
+    await assert.rejects(
+      a.store.issue({ name: "y" }, { ttlMs: 1, handover: () => enc.encode("h") }),
+    );
     const claim = await b.store.claim(issued.token, "192.0.2.7");
     assert.ok(claim.ok && claim.entry === undefined);
     assert.deepEqual(claim.handover, handoverOf(entry));
@@ -422,7 +429,10 @@ Deno.test({
     await using b = await instance(server, key);
     for (let i = 0; i < 3; i++) {
       const entry = { name: `s${i}` };
-      const issued = await a.store.issue(entry, { ttlMs: 30_000, handover: handoverOf(entry) });
+      const issued = await a.store.issue(entry, {
+        ttlMs: 30_000,
+        handover: () => handoverOf(entry),
+      });
       assert.equal(await a.client.command(["SCRIPT", "FLUSH"]), "OK");
       assert.ok((await b.store.claim(issued.token, "192.0.2.7")).ok);
     }
@@ -438,7 +448,7 @@ Deno.test({
     await using a = await instance(server, sharedKey());
     await using b = await instance(server, sharedKey());
     const entry = { name: "foreign" };
-    const issued = await a.store.issue(entry, { ttlMs: 30_000, handover: handoverOf(entry) });
+    const issued = await a.store.issue(entry, { ttlMs: 30_000, handover: () => handoverOf(entry) });
     const claim = await b.store.claim(issued.token, "192.0.2.7");
     assert.ok(!claim.ok && claim.why === "unknown");
     assert.equal((await dump(a.client)).size, 0);
@@ -451,7 +461,10 @@ Deno.test({
   async fn() {
     await using server = await startRedisServer();
     await using a = await instance(server, sharedKey());
-    const issued = await a.store.issue({ name: "i" }, { ttlMs: 30_000, handover: enc.encode("h") });
+    const issued = await a.store.issue({ name: "i" }, {
+      ttlMs: 30_000,
+      handover: () => enc.encode("h"),
+    });
     const shown = Deno.inspect(a.store);
     assert.equal(shown, "RedisTokenStore { pending: 1, available }");
     assert.ok(!shown.includes(issued.hashPrefix));

@@ -302,3 +302,19 @@ Deno.test("MemoryTokenStore with 5,000 pending tokens: issue, claim and close co
   // Loose bound only: a stall could not meet it, a slow machine will.
   assert.ok(issueMs < 10_000);
 });
+
+Deno.test("MemoryTokenStore never makes a handover: nothing leaves this instance", async () => {
+  const { tokens } = store();
+  let made = 0;
+  const issued = await tokens.issue({ name: "local" }, {
+    ttlMs: 1_000,
+    handover: () => {
+      made++;
+      return new Uint8Array(8);
+    },
+  });
+  assert.equal(made, 0);
+  const claim = await tokens.claim(issued.token, "192.0.2.7");
+  assert.ok(claim.ok && claim.entry?.name === "local");
+  await tokens.close();
+});

@@ -66,20 +66,11 @@ const decoder = new TextDecoder("utf-8", { fatal: false });
 /** Encodes a command (name and arguments) as a RESP array of bulk strings. */
 export function encodeCommand(args: readonly (string | Uint8Array)[]): Uint8Array {
   const parts: Uint8Array[] = [encoder.encode(`*${args.length}\r\n`)];
-  let size = parts[0]!.length;
   for (const arg of args) {
     const bytes = typeof arg === "string" ? encoder.encode(arg) : arg;
-    const head = encoder.encode(`$${bytes.length}\r\n`);
-    parts.push(head, bytes, CRLF);
-    size += head.length + bytes.length + 2;
+    parts.push(encoder.encode(`$${bytes.length}\r\n`), bytes, CRLF);
   }
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
 
 const CRLF = new Uint8Array([CR, LF]);
