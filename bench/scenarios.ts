@@ -141,6 +141,24 @@ export async function echo(target: Target, count: number, warmup: number): Promi
   }
 }
 
+/**
+ * Opens `sessions` sessions, `inflight` at a time: those that opened, and
+ * the first failure of the others as a line for the result.
+ */
+async function openSessions(
+  target: Target,
+  sessions: number,
+  inflight: number,
+): Promise<{ open: Session[]; failed: string | undefined }> {
+  const open: Session[] = [];
+  let failed: string | undefined;
+  for (const outcome of await mapLimit(sessions, inflight, () => target.open())) {
+    if (outcome.status === "fulfilled") open.push(outcome.value);
+    else failed ??= `open: ${describe(outcome.reason)}`;
+  }
+  return { open, failed };
+}
+
 /** Round trips of many sessions echoing at once. */
 export interface CrowdEchoResult extends EchoResult {
   /** Sessions asked for. */
@@ -166,13 +184,8 @@ export async function crowdEcho(
   openInflight: number,
   intervalMs: number,
 ): Promise<CrowdEchoResult> {
-  const outcomes = await mapLimit(sessions, openInflight, () => target.open());
-  const open: Session[] = [];
-  let firstError: string | undefined;
-  for (const outcome of outcomes) {
-    if (outcome.status === "fulfilled") open.push(outcome.value);
-    else firstError ??= `open: ${describe(outcome.reason)}`;
-  }
+  const { open, failed } = await openSessions(target, sessions, openInflight);
+  let firstError = failed;
   try {
     const samples: number[] = [];
     const echoAll = async (session: Session): Promise<void> => {
@@ -317,15 +330,11 @@ export async function concurrency(
 ): Promise<ConcurrencyResult> {
   const pid = options.measureMemory ? target.pid : undefined;
   const before = pid === undefined ? undefined : { rss: rssMb(pid), fds: fdCount(pid) };
-  let firstError: string | undefined;
   const openStarted = performance.now();
-  const outcomes = await mapLimit(sessions, options.openInflight, () => target.open());
+  const { open, failed } = await openSessions(target, sessions, options.openInflight);
   const openSeconds = (performance.now() - openStarted) / 1000;
-  const open: Session[] = [];
-  for (const outcome of outcomes) {
-    if (outcome.status === "fulfilled") open.push(outcome.value);
-    else firstError ??= `open: ${describe(outcome.reason)}`;
-  }
+  const opened = open.length;
+  let firstError = failed;
   try {
     const openedMb = pid === undefined ? undefined : rssMb(pid);
     if (pid !== undefined) await sleep(options.idleMs);
@@ -366,7 +375,7 @@ export async function concurrency(
     }
     return {
       sessions,
-      opened: outcomes.length - outcomes.filter((o) => o.status === "rejected").length,
+      opened,
       streamed,
       openSeconds: round(openSeconds),
       streamSeconds: round(streamSeconds),

@@ -91,16 +91,16 @@ export class BufferPool {
 
   /**
    * Lends a buffer of `size` bytes (a power of two), or of the crowd's size
-   * in a crowd, or of the fair share while the pool would lend out too much. Give it back with
-   * {@linkcode give}.
+   * in a crowd, or of the fair share while the pool would lend out too
+   * much. Give it back with {@linkcode give}.
    */
   take(size: number): Uint8Array {
     return this.#lend(this.#granted(size, this.#lentBytes, this.#lentCount));
   }
 
   /**
-   * Trades `buffer` (lent by this pool) for one of `size` bytes, or of the
-   * fair share, counting `buffer` as given back; returns `buffer` itself
+   * Trades `buffer` (lent by this pool) for one of `size` bytes, or of what
+   * {@linkcode take} would grant instead, counting `buffer` as given back; returns `buffer` itself
    * when the size it would get is its own, so a session streaming at its
    * share keeps its buffer and nothing is allocated.
    */

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { concatBytes } from "../../src/io/bytes.ts";
+
 /** Bytes of a child's output kept for error messages (the tail). */
 const OUTPUT_TAIL_BYTES = 16 * 1024;
 /** How long a child gets to exit after SIGTERM before SIGKILL. */
@@ -46,13 +48,7 @@ export class OwnedChild {
 
   /** The last bytes of stdout and stderr together, as text. */
   output(): string {
-    const all = new Uint8Array(this.#size);
-    let offset = 0;
-    for (const chunk of this.#chunks) {
-      all.set(chunk, offset);
-      offset += chunk.length;
-    }
-    return new TextDecoder().decode(all).trim();
+    return new TextDecoder().decode(concatBytes(this.#chunks)).trim();
   }
 
   /** Sends `signal`; nothing when the process is gone. */
@@ -203,4 +199,17 @@ export async function pollUntil<T>(
     await delay(options.intervalMs ?? 50);
   }
   throw new Error(`${what} within ${options.timeoutMs} ms: ${lastError}`);
+}
+
+/** Waits until `check()` holds, looking every `intervalMs`; throws naming `what` after `timeoutMs`. */
+export async function waitUntil(
+  what: string,
+  check: () => boolean,
+  timeoutMs = 15_000,
+  intervalMs = 10,
+): Promise<void> {
+  await pollUntil(what, undefined, () => Promise.resolve(check() ? true : undefined), {
+    timeoutMs,
+    intervalMs,
+  });
 }

@@ -11,6 +11,7 @@
  * @module
  */
 
+import { concatBytes } from "../../src/io/bytes.ts";
 import { findFreePort, hasCommand } from "./real_peers.ts";
 import { ChildSlot, OwnedChild, pollUntil, stopThenRemove } from "./child_process.ts";
 
@@ -211,13 +212,7 @@ async function showStat(socketPath: string): Promise<string> {
       size += n;
       if (size > MAX_STATS_BYTES) throw new RangeError("HAProxy's show stat answer is too large");
     }
-    const all = new Uint8Array(size);
-    let offset = 0;
-    for (const chunk of chunks) {
-      all.set(chunk, offset);
-      offset += chunk.length;
-    }
-    const text = new TextDecoder().decode(all);
+    const text = new TextDecoder().decode(concatBytes(chunks));
     if (!text.startsWith("# pxname,")) {
       throw new SyntaxError(`Unexpected show stat answer "${text}"`);
     }

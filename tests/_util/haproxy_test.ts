@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { haproxyConfig, hasHaproxy, parseShowStat, startHaproxy } from "./haproxy.ts";
+import { serveConnections } from "./loopback.ts";
 
 const missing = hasHaproxy() ? undefined : "needs haproxy";
 
@@ -14,49 +15,14 @@ function test(name: string, fn: () => Promise<void>): void {
 /** A TCP server that answers every connection with its tag, then echoes; closed on dispose. */
 function startEchoServer(tag: string): { port: number } & AsyncDisposable {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Deno.Conn>();
-  const handlers = new Set<Promise<void>>();
-  const serve = async (conn: Deno.Conn) => {
-    conns.add(conn);
-    try {
-      await conn.write(new TextEncoder().encode(`${tag}\n`));
-      const buffer = new Uint8Array(4096);
-      for (;;) {
-        const n = await conn.read(buffer);
-        if (n === null) break;
-        await conn.write(buffer.subarray(0, n));
-      }
-    } catch {
-      // The peer went away, or dispose closed the connection.
-    } finally {
-      conns.delete(conn);
-      try {
-        conn.close();
-      } catch {
-        // Closed by dispose.
-      }
+  const loop = serveConnections(listener, async (duplex) => {
+    await duplex.write(new TextEncoder().encode(`${tag}\n`));
+    const buffer = new Uint8Array(4096);
+    for (let n; (n = await duplex.read(buffer)) !== null;) {
+      await duplex.write(buffer.subarray(0, n));
     }
-  };
-  const accepting = (async () => {
-    try {
-      for await (const conn of listener) {
-        const handler = serve(conn);
-        handlers.add(handler);
-        handler.finally(() => handlers.delete(handler));
-      }
-    } catch {
-      // Closed by dispose.
-    }
-  })();
-  return {
-    port: listener.addr.port,
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      for (const conn of conns) conn.close();
-      await accepting;
-      await Promise.all(handlers);
-    },
-  };
+  });
+  return { port: listener.addr.port, [Symbol.asyncDispose]: () => loop[Symbol.asyncDispose]() };
 }
 
 /** A `/readyz` whose answer the test switches; counts the checks it got. */

@@ -18,7 +18,7 @@
 import { createCipheriv } from "node:crypto";
 import { inflateSync } from "node:zlib";
 import { concatBytes } from "../../src/io/bytes.ts";
-import { signalChild, stopChild } from "./child_process.ts";
+import { delay, signalChild, stopChild } from "./child_process.ts";
 
 const LOOPBACK = "127.0.0.1";
 /** Bytes of a child's output kept for error messages (the tail). */
@@ -345,10 +345,6 @@ async function readBanner(connect: () => Promise<Deno.Conn>, deadline: number): 
     }
   }
   return new TextDecoder().decode(banner.subarray(0, filled));
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Keeps the last bytes of a process's output for error messages. */

@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { parseServeArgs, SERVE_OPTIONS } from "../../src/cli/serve_command.ts";
+import { parseServeArgs } from "../../src/cli/serve_command.ts";
 import { hasHaproxy } from "../_util/haproxy.ts";
 import { hasRedisServer, RespError, startRedisServer } from "../_util/redis_server.ts";
 import { hasOpenssl, makeTestCertificate } from "../_util/tls.ts";
@@ -218,8 +218,6 @@ test("the instances' settings match haproxy.cfg, redis.conf, the README and each
   );
 });
 
-const hasTokenStoreFlags = SERVE_OPTIONS.some((option) => option.long === "token-store");
-
 test(
   "the instances' DAEMON_OPTS are valid daemon flags (and with the HTTP-mode change too)",
   () => {
@@ -235,7 +233,6 @@ test(
       );
     })).then(() => {});
   },
-  hasTokenStoreFlags ? undefined : "needs --token-store, the daemon side of issue 15",
 );
 
 // ---------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
  */
 
 import assert from "node:assert/strict";
+import { pollUntil, waitUntil } from "../_util/child_process.ts";
 import { type DaemonProcess, requestForwardingRaw, startDaemon } from "../_util/daemon_process.ts";
 import { startFakeVncServer } from "../_util/fake_vnc_server.ts";
 import { assertRawDesktop, readPayload, viewerHandshake } from "../_util/gateway.ts";
@@ -198,6 +199,22 @@ function count(daemon: DaemonProcess, pattern: RegExp): number {
   return daemon.lines.filter((line) => pattern.test(line)).length;
 }
 
+/**
+ * Each daemon's count of lines matching `pattern`, once they have logged
+ * `total` of them between them: log lines reach the test on their own
+ * schedule, a little after what they tell of.
+ */
+function countsOnceLogged(
+  daemons: readonly DaemonProcess[],
+  pattern: RegExp,
+  total: number,
+): Promise<number[]> {
+  return pollUntil(`${total} log lines matching ${pattern}`, undefined, () => {
+    const counts = daemons.map((daemon) => count(daemon, pattern));
+    return Promise.resolve(counts.reduce((sum, n) => sum + n, 0) >= total ? counts : undefined);
+  }, { timeoutMs: 10_000, intervalMs: 20 });
+}
+
 const REDEEMED = /Token [0-9a-f]{8} redeemed by /;
 
 /** The sockets a daemon process holds open (Linux: /proc/PID/fd), or 0 where unreadable. */
@@ -213,14 +230,6 @@ function openSockets(daemon: DaemonProcess): number {
     }
   }
   return sockets;
-}
-
-async function waitUntil(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!check()) {
-    if (performance.now() > deadline) throw new Error(`Not within ${timeoutMs} ms: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -253,8 +262,9 @@ test(
         name: "real-peers",
         color: COLOR,
       });
-      assert.equal(count(b.daemon, REDEEMED), 1, "B redeemed it (HAProxy's first server)");
-      assert.equal(count(a.daemon, REDEEMED), 0, "A minted it and did not redeem it");
+      const [byA, byB] = await countsOnceLogged([a.daemon, b.daemon], REDEEMED, 1);
+      assert.equal(byB, 1, "B redeemed it (HAProxy's first server)");
+      assert.equal(byA, 0, "A minted it and did not redeem it");
       // A second use fails on either instance, directly and through HAProxy.
       for (const port of [haproxy.port, a.gatewayPort, b.gatewayPort]) {
         const again = await redeem(port, token, certificate);
@@ -303,8 +313,9 @@ test(
       const losses = attempts.filter((attempt) => attempt.status !== 101);
       assert.deepEqual([...new Set(losses.map((l) => l.status))], [403]);
       // Both instances took part.
-      assert.ok(count(a.daemon, REDEEMED) > 0 && count(b.daemon, REDEEMED) > 0);
-      assert.equal(count(a.daemon, REDEEMED) + count(b.daemon, REDEEMED), 200);
+      const [byA, byB] = await countsOnceLogged([a.daemon, b.daemon], REDEEMED, 200);
+      assert.ok(byA! > 0 && byB! > 0, `A ${byA}, B ${byB}`);
+      assert.equal(byA! + byB!, 200);
     } finally {
       for (const socket of sockets) socket.close();
     }
@@ -333,7 +344,7 @@ test(
         socket.close();
       }
     }
-    assert.equal(count(b.daemon, REDEEMED), 5);
+    assert.deepEqual(await countsOnceLogged([b.daemon], REDEEMED, 5), [5]);
   },
 );
 
@@ -376,10 +387,11 @@ test(
     await haproxy.waitForServer("b", "UP", 30_000);
     // No crash: both daemons still run, and serve as before.
     for (const instance of [a, b]) {
-      assert.equal(
-        await Promise.race([instance.daemon.status.then(() => "exited"), "running"]),
-        "running",
-      );
+      const alive = await Promise.race([
+        instance.daemon.status.then(() => "exited"),
+        new Promise((resolve) => setTimeout(() => resolve("running"), 100)),
+      ]);
+      assert.equal(alive, "running", `${instance.name} exited`);
       await waitForReadyz(instance.metricsPort, 200);
       const token = await mint(instance, fake.port);
       const { socket, response } = await redeem(haproxy.port, token, certificate);

@@ -8,17 +8,10 @@ import assert from "node:assert/strict";
 import { RedisClient, RedisUnavailableError } from "../../../src/tokens/redis/redis_client.ts";
 import { hasOpenssl, makeTestCertificateAuthority } from "../../_util/tls.ts";
 import { redisSkipNotice, startRedisServer } from "../../_util/redis_server.ts";
+import { waitUntil } from "../../_util/child_process.ts";
 
 const hasRedis = redisSkipNotice("the Redis client tests against redis-server");
 const dec = new TextDecoder();
-
-async function waitFor(what: string, predicate: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 const FAST = { reconnectMinMs: 20, reconnectMaxMs: 200, healthCheckIntervalMs: 100 } as const;
 
@@ -122,10 +115,10 @@ Deno.test({
     await redis.ready();
     assert.equal(await redis.command(["PING"]), "PONG");
     await server.stop();
-    await waitFor("unavailable", () => !redis.available);
+    await waitUntil("unavailable", () => !redis.available);
     await assert.rejects(redis.command(["PING"]), RedisUnavailableError);
     await server.restart();
-    await waitFor("available again", () => redis.available);
+    await waitUntil("available again", () => redis.available);
     assert.equal(await redis.command(["PING"]), "PONG");
     assert.deepEqual(states, [true, false, true]);
   },

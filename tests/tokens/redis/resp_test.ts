@@ -138,17 +138,21 @@ Deno.test("RespParser refuses an oversized bulk from its header, before its body
 
 Deno.test("RespParser holds at most a line's bound of a line that never ends", () => {
   const parser = new RespParser({ maxLineBytes: 100 });
-  let failed = false;
-  for (let i = 0; i < 1000 && !failed; i++) {
+  let failedAt: number | undefined;
+  for (let i = 1; i <= 1000 && failedAt === undefined; i++) {
     try {
       parser.push(bytes("a"));
-      parser.next();
+      assert.equal(parser.next(), undefined, "no reply from a line without its end");
     } catch (error) {
-      assert.ok(error instanceof RespProtocolError);
-      failed = true;
+      if (!(error instanceof RespProtocolError)) throw error;
+      failedAt = i;
     }
   }
-  assert.ok(failed);
+  // Refused as soon as the line and its CRLF could no longer fit the bound: at byte 103.
+  assert.ok(
+    failedAt !== undefined && failedAt > 90 && failedAt <= 103,
+    `failed at byte ${failedAt}`,
+  );
 });
 
 Deno.test("encodeCommand writes an array of bulk strings, binary-safe", () => {
